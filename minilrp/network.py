@@ -1,0 +1,189 @@
+"""A sequential classifier: forward with per-layer caches, predictions, input gradients.
+
+The network works in its *input space*: images already scaled and normalised as the model
+was trained (``preprocess`` does that for raw uint8 images). ``input_range`` gives the
+valid per-channel [low, high] of that space (the z^B bounds of LRP's box rule).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import MinilrpError
+from .layers import Layer
+
+
+class Network:
+    """layers: list of Layer; input_shape: (C, H, W); classes: list of names.
+
+    mean, std: per-channel normalisation applied by :meth:`preprocess` to pixels in [0, 1];
+    input_range: (low, high) per channel in the network's input space (default: the image
+    of [0, 1] under the normalisation). provenance: free-form dict (dataset, training).
+    """
+
+    def __init__(self, layers, input_shape, classes=None, name="network", mean=None, std=None,
+                 input_range=None, provenance=None):
+        if not layers or not all(isinstance(layer, Layer) for layer in layers):
+            raise MinilrpError("a Network needs a non-empty list of minilrp layers")
+        self.layers = list(layers)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        if len(self.input_shape) not in (1, 3):
+            raise MinilrpError(f"input_shape must be (C, H, W) or (features,), got {input_shape}")
+        shape = self.input_shape
+        self.shapes = [shape]  # shapes[i] = input shape of layer i (without batch)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            self.shapes.append(shape)
+        if len(shape) != 1:
+            raise MinilrpError(f"the network's output must be a vector of class scores per "
+                               f"example, got shape {shape}")
+        self.n_classes = shape[0]
+        self.classes = [str(c) for c in classes] if classes is not None else \
+            [f"class {k}" for k in range(self.n_classes)]
+        if len(self.classes) != self.n_classes:
+            raise MinilrpError(f"{len(self.classes)} class names for {self.n_classes} outputs")
+        self.name = str(name)
+        C = self.input_shape[0] if len(self.input_shape) == 3 else 1
+        self.mean = self._per_channel(0.0 if mean is None else mean, C, "mean")
+        self.std = self._per_channel(1.0 if std is None else std, C, "std")
+        if np.any(self.std <= 0):
+            raise MinilrpError("std must be positive")
+        if input_range is None:
+            input_range = ((0.0 - self.mean) / self.std, (1.0 - self.mean) / self.std)
+        low, high = input_range
+        self.input_low = self._per_channel(low, C, "input_range low")
+        self.input_high = self._per_channel(high, C, "input_range high")
+        if np.any(self.input_low > self.input_high):
+            raise MinilrpError("input_range low exceeds high")
+        self.provenance = dict(provenance or {})
+        dtypes = {p.dtype for layer in self.layers for p in layer.params().values() if p is not None}
+        self.dtype = np.dtype(np.float32) if not dtypes else max(dtypes, key=lambda d: d.itemsize)
+        self.astype(self.dtype)
+
+    @staticmethod
+    def _per_channel(value, C, what):
+        v = np.asarray(value, dtype=np.float64).reshape(-1)
+        if v.size == 1:
+            v = np.repeat(v, C)
+        if v.size != C or not np.all(np.isfinite(v)):
+            raise MinilrpError(f"{what} needs {C} finite per-channel values, got {value!r}")
+        return v
+
+    # ----------------------------------------------------------------------------------
+    def astype(self, dtype):
+        """Convert every parameter to float32 or float64 (float64 for references)."""
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise MinilrpError(f"a Network computes in float32 or float64, not {dtype}")
+        for layer in self.layers:
+            layer.astype(dtype)
+        self.dtype = dtype
+        return self
+
+    def check_input(self, x) -> np.ndarray:
+        """Validate a batch (N, *input_shape) and return it C-contiguous in the network's
+        dtype; raise MinilrpError naming the problem otherwise."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "f":
+            hint = " (raw images: use net.preprocess(images) first)" if x.dtype.kind in "uib" else ""
+            raise MinilrpError(f"input dtype {x.dtype} is not floating point{hint}")
+        if x.ndim == len(self.input_shape) and x.shape == self.input_shape:
+            raise MinilrpError(f"input has shape {x.shape}: a single example; pass a batch "
+                               f"of shape (N, {', '.join(map(str, self.input_shape))}), e.g. x[None]")
+        if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
+            raise MinilrpError(f"input shape {x.shape} does not match the network's "
+                               f"(N, {', '.join(map(str, self.input_shape))})")
+        if x.shape[0] == 0:
+            raise MinilrpError("empty batch: the input has 0 examples")
+        if not np.all(np.isfinite(x)):
+            raise MinilrpError("input contains NaN or inf")
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    def preprocess(self, images) -> np.ndarray:
+        """Raw images -> network input: uint8 in [0, 255] (or floats in [0, 1]), shaped
+        (N, H, W) for one channel or (N, C, H, W), scaled to [0, 1] and normalised with
+        mean/std."""
+        x = np.asarray(images)
+        if x.dtype == np.uint8:
+            x = x.astype(self.dtype) / 255
+        elif x.dtype.kind != "f":
+            raise MinilrpError(f"preprocess takes uint8 or float images in [0, 1], got {x.dtype}")
+        if len(self.input_shape) == 3 and x.ndim == 3 and self.input_shape[0] == 1:
+            x = x[:, None]
+        if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
+            raise MinilrpError(f"images of shape {x.shape} do not fit the network's input "
+                               f"{self.input_shape}")
+        if len(self.input_shape) == 3:
+            x = (x - self.mean[:, None, None]) / self.std[:, None, None]
+        else:
+            x = (x - self.mean[0]) / self.std[0]
+        return self.check_input(x)
+
+    # ----------------------------------------------------------------------------------
+    def forward(self, x) -> np.ndarray:
+        """Logits (N, n_classes); every layer caches its input for backward/relevance."""
+        a = self.check_input(x)
+        for layer in self.layers:
+            a = layer.forward(a)
+        return a
+
+    def predict(self, x):
+        """Softmax probabilities (N, n_classes) and predicted classes (N,)."""
+        logits = self.forward(x)
+        z = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        return p, logits.argmax(axis=1)
+
+    def backward(self, g) -> np.ndarray:
+        """Gradient w.r.t. the input of sum(g * logits) for the last forward. g: (N, K)."""
+        if self.layers[-1].a is None:
+            raise MinilrpError("backward called before forward")
+        N = self.layers[0].a.shape[0]
+        g = np.asarray(g)
+        if g.shape != (N, self.n_classes):
+            raise MinilrpError(f"output weighting must have shape ({N}, {self.n_classes}), got {g.shape}")
+        g = np.ascontiguousarray(g, dtype=self.dtype)
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+        return g
+
+    def targets(self, target, logits) -> np.ndarray:
+        """Resolve ``target`` to class indices (N,): None = the predicted class; an int for
+        every example; or one index per example. Raises on indices out of range."""
+        N = logits.shape[0]
+        if target is None:
+            return logits.argmax(axis=1)
+        t = np.asarray(target)
+        if t.dtype.kind not in "iu" or t.ndim > 1:
+            raise MinilrpError(f"target must be an int or one int per example, got {target!r}")
+        t = np.broadcast_to(t, (N,)) if t.ndim == 0 else t
+        if t.shape != (N,):
+            raise MinilrpError(f"{t.shape[0]} targets for a batch of {N}")
+        if np.any(t < 0) or np.any(t >= self.n_classes):
+            bad = t[(t < 0) | (t >= self.n_classes)][0]
+            raise MinilrpError(f"target class {bad} out of range: the network has "
+                               f"{self.n_classes} classes (0..{self.n_classes - 1})")
+        return t.astype(np.int64)
+
+    def gradient(self, x, target=None, weights=None) -> np.ndarray:
+        """Input gradient of the target logit (default: the predicted class), or of
+        sum(weights * logits) for any weighting ``weights`` (N, n_classes). -> x.shape."""
+        logits = self.forward(x)
+        if weights is None:
+            t = self.targets(target, logits)
+            weights = np.zeros_like(logits)
+            weights[np.arange(len(t)), t] = 1
+        elif target is not None:
+            raise MinilrpError("give either target or weights, not both")
+        return self.backward(weights)
+
+    def clear(self):
+        """Drop every layer's forward cache."""
+        for layer in self.layers:
+            layer.clear()
+
+    def __repr__(self):
+        lines = [f"Network {self.name!r}: input {self.input_shape}, {self.n_classes} classes, {self.dtype}"]
+        for i, (layer, shape) in enumerate(zip(self.layers, self.shapes[1:])):
+            lines.append(f"  {i:2d} {layer!r:60s} -> {shape}")
+        return "\n".join(lines)

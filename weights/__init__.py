@@ -1,0 +1,1 @@
+"""Bundled weight files and sample images (data only; see README.md here)."""
