@@ -28,6 +28,7 @@ __all__ = [
     "conv2d", "conv2d_ref", "conv2d_transpose", "conv2d_transpose_ref",
     "maxpool_forward", "maxpool_forward_ref", "maxpool_backward", "maxpool_backward_ref",
     "pool2d", "pool2d_ref", "pool2d_transpose", "pool2d_transpose_ref",
+    "maxpool_relevance", "maxpool_relevance_ref",
 ]
 
 # Scratch budget for one chunk of im2col columns (bytes): a few MB stays in the 32 MB L3.
@@ -394,3 +395,50 @@ def pool2d_transpose_ref(g, k, stride, pad, H, W):
     N, C, Ho, Wo = g.shape
     y = conv2d_transpose_ref(g.reshape(N * C, 1, Ho, Wo), k[None, None], stride, pad, (H, W))
     return y.reshape(N, C, H, W)
+
+
+# --------------------------------------------------------------------------------------
+# Max-pool relevance: winner-take-all with ties split evenly
+# --------------------------------------------------------------------------------------
+@kernel
+def maxpool_relevance(a, out, R, K, stride):
+    """R_in[j] = sum over windows k holding j of R[k] * [a_j == out_k] / #ties_k.
+    a: (N, C, H, W) pool input; out, R: (N, C, Ho, Wo). Overlapping windows accumulate."""
+    N, C, H, W = a.shape
+    Ho, Wo = R.shape[2], R.shape[3]
+    res = np.zeros((N, C, H, W), R.dtype)
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for oy in range(Ho):
+            for ox in range(Wo):
+                m = out[n, c, oy, ox]
+                y0 = oy * stride
+                x0 = ox * stride
+                count = 0
+                for i in range(K):
+                    for j in range(K):
+                        if a[n, c, y0 + i, x0 + j] == m:
+                            count += 1
+                share = R[n, c, oy, ox] / count
+                for i in range(K):
+                    for j in range(K):
+                        if a[n, c, y0 + i, x0 + j] == m:
+                            res[n, c, y0 + i, x0 + j] += share
+    return res
+
+
+def maxpool_relevance_ref(a, out, R, K, stride):
+    """NumPy twin of :func:`maxpool_relevance`."""
+    N, C, H, W = a.shape
+    Ho, Wo = R.shape[2:]
+    res = np.zeros_like(a, dtype=R.dtype)
+    ties = []
+    for i in range(K):
+        for j in range(K):
+            win = a[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride]
+            ties.append(win == out)
+    count = np.sum(ties, axis=0)
+    for t, (i, j) in zip(ties, [(i, j) for i in range(K) for j in range(K)]):
+        res[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride] += t * R / count
+    return res

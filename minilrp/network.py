@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MinilrpError
-from .layers import Layer
+from .layers import Flatten, Layer
+from .ledger import Ledger
 
 
 class Network:
@@ -176,6 +177,88 @@ class Network:
         elif target is not None:
             raise MinilrpError("give either target or weights, not both")
         return self.backward(weights)
+
+    def initial_relevance(self, logits, targets, start="logit") -> np.ndarray:
+        """Relevance entering the output layer (N, n_classes): ``"logit"`` = the target logit
+        times one-hot (LRP Toolbox, Montavon's tutorial), ``"onehot"`` = one-hot (Zennit's
+        usual start), or a user array of that shape."""
+        N = logits.shape[0]
+        R = np.zeros_like(logits)
+        rows = np.arange(N)
+        if isinstance(start, str):
+            if start == "logit":
+                R[rows, targets] = logits[rows, targets]
+            elif start == "onehot":
+                R[rows, targets] = 1
+            else:
+                raise MinilrpError(f"start must be 'logit', 'onehot' or an array, got {start!r}")
+            return R
+        start = np.asarray(start)
+        if start.shape != logits.shape or start.dtype.kind not in "fiu":
+            raise MinilrpError(f"initial relevance must be a numeric array of shape {logits.shape}, "
+                               f"got {start.dtype} {start.shape}")
+        if not np.all(np.isfinite(start)):
+            raise MinilrpError("initial relevance contains NaN or inf")
+        return start.astype(self.dtype)
+
+    def relevance(self, x, composite="EpsilonGammaBox", target=None, start="logit", keep=False,
+                  **params) -> np.ndarray:
+        """LRP heatmaps (N, *input_shape) for the target class (default: the predicted one).
+
+        composite: a preset name (``composites.PRESETS``; ``params`` go to it), a Composite
+        or a Rule; start: see :meth:`initial_relevance`. The per-layer ledger of the call is
+        left in ``self.ledger`` (with every layer's relevance when ``keep``), the targets in
+        ``self.last_targets``."""
+        from .composites import get_composite
+        composite = get_composite(composite, **params)
+        rules = composite.rules(self)
+        logits = self.forward(x)
+        targets = self.targets(target, logits)
+        R = self.initial_relevance(logits, targets, start)
+        ledger = Ledger()
+        for i in reversed(range(len(self.layers))):
+            layer, rule = self.layers[i], rules[i]
+            a = layer.a
+            if rule is None:  # ReLU passes relevance, Flatten reshapes it
+                R_in, shares = R.reshape(a.shape), {}
+            else:
+                R_in, shares = rule.relevance(layer, a, R, {"bounds": self._box_bounds(rule, i, a)})
+            ledger.add(i, layer, rule, R, R_in, shares, keep)
+            R = R_in
+        self.ledger, self.last_targets = ledger, targets
+        return R
+
+    def _box_bounds(self, rule, i, a):
+        """z^B bounds (low, high) shaped like layer i's input ``a``; None for other rules."""
+        if not hasattr(rule, "low"):
+            return (None, None)
+        if any(not isinstance(layer, Flatten) for layer in self.layers[:i]):
+            raise MinilrpError(f"ZBox serves the pixel layer: layer {i} ({self.layers[i]!r}) is "
+                               "not fed by the network input directly")
+        x = self.layers[0].a
+        bounds = []
+        for given, default, what in ((rule.low, self.input_low, "low"), (rule.high, self.input_high, "high")):
+            v = np.asarray(default if given is None else given, dtype=np.float64)
+            if v.ndim == 1 and len(self.input_shape) == 3:
+                if v.size not in (1, self.input_shape[0]):
+                    raise MinilrpError(f"ZBox {what} needs 1 or {self.input_shape[0]} per-channel "
+                                       f"values, got {v.size}")
+                v = v.reshape(-1, 1, 1)
+            try:
+                v = np.broadcast_to(v, x.shape)
+            except ValueError:
+                raise MinilrpError(f"ZBox {what} of shape {v.shape} does not fit the input "
+                                   f"{x.shape[1:]}") from None
+            bounds.append(v)
+        low, high = bounds
+        tol = 1e-5 * np.maximum(1.0, np.abs(high - low))
+        if np.any(x < low - tol) or np.any(x > high + tol):
+            lo, hi = float(np.min(x - low)), float(np.max(x - high))
+            raise MinilrpError(f"z^B bounds do not contain the input: it lies up to "
+                               f"{max(-lo, hi):.3g} outside [low, high] (set ZBox low/high, or "
+                               "check the input normalisation)")
+        return (np.ascontiguousarray(low.reshape(a.shape), dtype=self.dtype),
+                np.ascontiguousarray(high.reshape(a.shape), dtype=self.dtype))
 
     def clear(self):
         """Drop every layer's forward cache."""

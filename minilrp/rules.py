@@ -1,0 +1,364 @@
+"""LRP rules, written by hand. A rule is data (its parameters); the layer owns the arithmetic.
+
+Every rule on a linear layer (Dense, Conv2d, AvgPool2d) follows one pattern, reusing the
+layer's forward ``linear(a, w, b)`` and its adjoint ``linear_T(s, w)`` (for a conv: the
+transposed convolution) under modified parameters:
+
+    1. z   = linear(a', rho(w), rho(b))        the modified pre-activations
+    2. s   = R / (z + eps * sign0(z))          sign0(0) = +1; where the denominator is 0
+                                               exactly, R is dropped (never NaN)
+    3. c   = linear_T(s, rho(w))
+    4. R_j = a'_j * c_j
+
+Notation: a+ = max(a, 0), a- = min(a, 0), likewise w+, w-, b+, b-. Conventions follow
+Zennit 0.5.1 (../shared/ZENNIT_SEMANTICS.md), so results agree with it to float64 rounding:
+
+- ``bias=True`` keeps the (rho-modified) bias in the denominator, absorbing its share of
+  relevance (shown in the ledger); ``bias=False`` ignores biases (conservation then holds).
+- AlphaBeta uses alpha - beta = 1 (Bach et al. 2015, Montavon et al. 2019, Zennit,
+  iNNvestigate).
+
+Each ``relevance`` returns ``(R_in, shares)``: ``shares`` are per-example sums telling
+where relevance went that did not reach the layer's input: ``bias`` (absorbed by biases),
+``stabiliser`` (absorbed by eps), ``dropped`` (where a denominator was exactly 0), and for
+AlphaBeta the ``positive`` and ``negative`` parts. For every rule,
+sum(R) - sum(R_in) = bias + stabiliser + dropped (the ledger checks it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .errors import MinilrpError
+from .layers import AvgPool2d, Conv2d, Dense, MaxPool2d
+
+LINEAR = (Dense, Conv2d, AvgPool2d)
+
+
+def sign0(z):
+    """sign with sign0(0) = +1: the stabiliser pushes a zero denominator up, never to 0."""
+    return np.where(z >= 0, 1, -1).astype(z.dtype)
+
+
+def per_example(x):
+    """Sum over everything but the batch axis: (N, ...) -> (N,)."""
+    return x.reshape(x.shape[0], -1).sum(axis=1)
+
+
+def _divide(R, d):
+    """s = R / d, with s = 0 where d == 0 exactly (that relevance is dropped)."""
+    s = np.zeros_like(R)
+    np.divide(R, d, out=s, where=d != 0)
+    return s
+
+
+def _bias_map(b, like):
+    """A per-output bias shaped to broadcast against outputs ``like`` (N, Co[, Ho, Wo])."""
+    if b is None:
+        return np.zeros((), like.dtype)
+    return b.reshape((1, -1) + (1,) * (like.ndim - 2))
+
+
+class Rule:
+    """Base class of the rules for linear layers."""
+
+    serves = LINEAR
+    bias = True
+
+    def name(self) -> str:
+        return repr(self)
+
+    def check_layer(self, layer):
+        if not isinstance(layer, self.serves):
+            raise MinilrpError(f"rule {self!r} cannot serve layer {layer!r} (it serves "
+                               f"{', '.join(c.__name__ for c in self.serves)})")
+
+    def _params(self, layer):
+        b = layer.bias if self.bias else None
+        return layer.weight, b
+
+    @staticmethod
+    def _shares(R, s, stab, z, bias=None):
+        """Where relevance went: bias = sum s*b, stabiliser = sum s*(stab - z), dropped =
+        sum of R where the stabilised denominator ``stab`` is exactly 0."""
+        zero = np.zeros(len(R), R.dtype)
+        return {"bias": zero if bias is None else per_example(s * bias),
+                "stabiliser": per_example(s * (stab - z)),
+                "dropped": per_example(np.where(stab == 0, R, 0))}
+
+
+def _stabilise(z, eps):
+    return z + eps * sign0(z)
+
+
+def _check_nonneg(value, what):
+    if not np.isfinite(value) or value < 0:
+        raise MinilrpError(f"{what} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class Epsilon(Rule):
+    """LRP-epsilon:  R_j = a_j sum_k w_jk R_k / (z_k + eps sign0(z_k)),  z_k = sum_j a_j w_jk + b_k.
+
+    ``relative=True`` scales eps by the RMS of z over each example's layer outputs
+    (Montavon et al. 2019's tutorial uses eps = 0.25 * std). epsilon = 0 is LRP-0."""
+
+    epsilon: float = 1e-6
+    relative: bool = False
+    bias: bool = True
+
+    def __post_init__(self):
+        _check_nonneg(self.epsilon, "epsilon")
+
+    def relevance(self, layer, a, R, ctx=None):
+        w, b = self._params(layer)
+        z = layer.linear(a, w, b)
+        eps = self.epsilon
+        if self.relative:
+            eps = eps * np.sqrt(np.mean(z.reshape(len(z), -1) ** 2, axis=1)).reshape((-1,) + (1,) * (z.ndim - 1))
+        d = _stabilise(z, eps)
+        s = _divide(R, d)
+        R_in = a * layer.linear_T(s, w)
+        return R_in, self._shares(R, s, d, z, None if b is None else _bias_map(b, z))
+
+
+def LRP0(bias=True):
+    """LRP-0 (Bach et al. 2015): Epsilon with epsilon = 0."""
+    return Epsilon(0.0, bias=bias)
+
+
+@dataclass(frozen=True)
+class Gamma(Rule):
+    """LRP-gamma, sign-aware (Zennit's generalisation; Montavon et al. 2019 for a >= 0).
+
+    With the unmodified z_k = sum a w + b deciding the branch:
+      z_k > 0: d_k = sum a+ (w + g w+) + sum a- (w + g w-) + (b + g b+); R_k reaches a+ through
+               (w + g w+) and a- through (w + g w-);
+      z_k < 0: d_k = sum a+ (w + g w-) + sum a- (w + g w+) + (b + g b-); R_k reaches a+ through
+               (w + g w-) and a- through (w + g w+);
+      z_k = 0: R_k is dropped.
+    R_j = sum_k a_j (modified w_jk) R_k / (d_k + eps sign0(d_k)). gamma = 0 is LRP-epsilon.
+    After a ReLU the inputs are >= 0, so the a- terms vanish and are skipped."""
+
+    gamma: float = 0.25
+    epsilon: float = 1e-6
+    bias: bool = True
+
+    def __post_init__(self):
+        _check_nonneg(self.gamma, "gamma")
+        _check_nonneg(self.epsilon, "epsilon")
+
+    def relevance(self, layer, a, R, ctx=None):
+        w, b = self._params(layer)
+        g = self.gamma
+        wp, wn = np.maximum(w, 0), np.minimum(w, 0)
+        w_up, w_down = w + g * wp, w + g * wn          # weights favouring positive / negative z
+        b_up = None if b is None else b + g * np.maximum(b, 0)
+        b_down = None if b is None else b + g * np.minimum(b, 0)
+        z = layer.linear(a, w, b)
+        nonneg = not np.any(a < 0)
+        if nonneg:
+            d_pos = layer.linear(a, w_up, b_up)
+            d_neg = layer.linear(a, w_down, b_down)
+        else:
+            ap, an = np.maximum(a, 0), np.minimum(a, 0)
+            d_pos = layer.linear(ap, w_up, b_up) + layer.linear(an, w_down)
+            d_neg = layer.linear(ap, w_down, b_down) + layer.linear(an, w_up)
+        stab_pos, stab_neg = _stabilise(d_pos, self.epsilon), _stabilise(d_neg, self.epsilon)
+        s_pos = _divide(np.where(z > 0, R, 0), stab_pos)
+        s_neg = _divide(np.where(z < 0, R, 0), stab_neg)
+        if nonneg:
+            R_in = a * (layer.linear_T(s_pos, w_up) + layer.linear_T(s_neg, w_down))
+        else:
+            R_in = ap * (layer.linear_T(s_pos, w_up) + layer.linear_T(s_neg, w_down)) + \
+                an * (layer.linear_T(s_pos, w_down) + layer.linear_T(s_neg, w_up))
+        bias = None if b is None else s_pos * _bias_map(b_up, z) + s_neg * _bias_map(b_down, z)
+        dropped = np.where(z == 0, R, 0) + np.where((z > 0) & (stab_pos == 0), R, 0) + \
+            np.where((z < 0) & (stab_neg == 0), R, 0)
+        return R_in, {"bias": per_example(bias) if bias is not None else np.zeros(len(R), R.dtype),
+                      "stabiliser": per_example(s_pos * (stab_pos - d_pos) + s_neg * (stab_neg - d_neg)),
+                      "dropped": per_example(dropped)}
+
+
+@dataclass(frozen=True)
+class AlphaBeta(Rule):
+    """LRP-alpha-beta with alpha - beta = 1:
+      z+_k = sum a+ w+ + sum a- w- + b+_k,   z-_k = sum a+ w- + sum a- w+ + b-_k,
+      R_j = alpha [a+_j sum_k w+_jk R_k / s(z+_k) + a-_j sum_k w-_jk R_k / s(z+_k)]
+          - beta  [a+_j sum_k w-_jk R_k / s(z-_k) + a-_j sum_k w+_jk R_k / s(z-_k)].
+    alpha=1, beta=0 is z+ (ZPlus)."""
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    epsilon: float = 1e-6
+    bias: bool = True
+
+    def __post_init__(self):
+        _check_nonneg(self.beta, "beta")
+        _check_nonneg(self.epsilon, "epsilon")
+        if abs(self.alpha - self.beta - 1) > 1e-12:
+            hint = (" You gave alpha + beta = 1, a convention some papers use for a different "
+                    "parametrisation; minilrp (like Zennit, iNNvestigate and Montavon et al.) "
+                    "needs alpha - beta = 1 so that relevance is conserved, e.g. alpha=2, beta=1."
+                    if abs(self.alpha + self.beta - 1) < 1e-12 else
+                    " Conservation needs alpha - beta = 1 (e.g. alpha=2, beta=1 or alpha=1, beta=0).")
+            raise MinilrpError(f"AlphaBeta(alpha={self.alpha}, beta={self.beta}): alpha - beta "
+                               f"must equal 1.{hint}")
+
+    def relevance(self, layer, a, R, ctx=None):
+        w, b = self._params(layer)
+        wp, wn = np.maximum(w, 0), np.minimum(w, 0)
+        bp = None if b is None else np.maximum(b, 0)
+        bn = None if b is None else np.minimum(b, 0)
+        nonneg = not np.any(a < 0)
+        ap = a if nonneg else np.maximum(a, 0)
+        an = None if nonneg else np.minimum(a, 0)
+        z_pos = layer.linear(ap, wp, bp)
+        z_neg = layer.linear(ap, wn, bn) if self.beta else None
+        if not nonneg:
+            z_pos += layer.linear(an, wn)
+            if self.beta:
+                z_neg += layer.linear(an, wp)
+        stab_pos = _stabilise(z_pos, self.epsilon)
+        s_pos = _divide(R, stab_pos)
+        positive = ap * layer.linear_T(s_pos, wp)
+        if not nonneg:
+            positive += an * layer.linear_T(s_pos, wn)
+        positive *= self.alpha
+        zero = np.zeros(len(R), R.dtype)
+        bias = self.alpha * per_example(s_pos * _bias_map(bp, z_pos)) if b is not None else zero
+        stab = self.alpha * per_example(s_pos * (stab_pos - z_pos))
+        dropped = self.alpha * per_example(np.where(stab_pos == 0, R, 0))
+        if self.beta:
+            stab_neg = _stabilise(z_neg, self.epsilon)
+            s_neg = _divide(R, stab_neg)
+            negative = ap * layer.linear_T(s_neg, wn)
+            if not nonneg:
+                negative += an * layer.linear_T(s_neg, wp)
+            negative *= self.beta
+            if b is not None:
+                bias = bias - self.beta * per_example(s_neg * _bias_map(bn, z_neg))
+            stab = stab - self.beta * per_example(s_neg * (stab_neg - z_neg))
+            dropped = dropped - self.beta * per_example(np.where(stab_neg == 0, R, 0))
+            R_in = positive - negative
+        else:
+            negative = np.zeros_like(positive)
+            R_in = positive
+        return R_in, {"bias": bias, "stabiliser": stab, "dropped": dropped,
+                      "positive": per_example(positive), "negative": per_example(negative)}
+
+
+def ZPlus(epsilon=1e-6, bias=True):
+    """z+ (Montavon et al. 2017): AlphaBeta with alpha = 1, beta = 0."""
+    return AlphaBeta(1.0, 0.0, epsilon=epsilon, bias=bias)
+
+
+@dataclass(frozen=True)
+class ZBox(Rule):
+    """z^B, the box rule for the pixel layer (Montavon et al. 2017), inputs bounded by
+    low <= x <= high (per channel, in the network's input space):
+      z_k = sum_j x_j w_jk - l_j w+_jk - h_j w-_jk     (the biases cancel)
+      R_j = x_j (w s)_j - l_j (w+ s)_j - h_j (w- s)_j,  s = R / (z + eps sign0(z)).
+    l and h are zero-padded by a convolution like x. ``low``/``high`` None: the network's
+    valid input range from its weight file."""
+
+    low: object = None
+    high: object = None
+    epsilon: float = 1e-6
+
+    def __post_init__(self):
+        _check_nonneg(self.epsilon, "epsilon")
+
+    def relevance(self, layer, a, R, ctx=None):
+        low, high = (ctx or {}).get("bounds", (None, None))
+        if low is None:
+            raise MinilrpError("ZBox needs bounds: give low/high, or use it on the pixel layer "
+                               "where the network's input range applies")
+        w = layer.weight
+        wp, wn = np.maximum(w, 0), np.minimum(w, 0)
+        z = layer.linear(a, w) - layer.linear(low, wp) - layer.linear(high, wn)
+        d = _stabilise(z, self.epsilon)
+        s = _divide(R, d)
+        R_in = a * layer.linear_T(s, w) - low * layer.linear_T(s, wp) - high * layer.linear_T(s, wn)
+        return R_in, self._shares(R, s, d, z)
+
+
+@dataclass(frozen=True)
+class WSquare(Rule):
+    """w^2 (Montavon et al. 2017): R_j = sum_k w_jk^2 R_k / s(sum_j w_jk^2 + b_k^2);
+    the input values do not matter. ``bias=False`` drops b^2 from the denominator."""
+
+    epsilon: float = 1e-6
+    bias: bool = True
+
+    def __post_init__(self):
+        _check_nonneg(self.epsilon, "epsilon")
+
+    def relevance(self, layer, a, R, ctx=None):
+        w, b = self._params(layer)
+        w2 = w * w
+        b2 = None if b is None else b * b
+        ones = np.ones_like(a)
+        z = layer.linear(ones, w2, b2)
+        d = _stabilise(z, self.epsilon)
+        s = _divide(R, d)
+        return layer.linear_T(s, w2), self._shares(R, s, d, z, None if b2 is None else _bias_map(b2, z))
+
+
+@dataclass(frozen=True)
+class Flat(Rule):
+    """flat (Lapuschkin et al. 2019): all weights 1, no bias, input 1: each output spreads
+    its relevance evenly over the inputs its window reaches (fewer at a zero-padded border):
+    R_j = sum_{k: j in window(k)} R_k / s(n_k)."""
+
+    epsilon: float = 1e-6
+
+    def __post_init__(self):
+        _check_nonneg(self.epsilon, "epsilon")
+
+    def relevance(self, layer, a, R, ctx=None):
+        w = np.ones_like(layer.weight)
+        ones = np.ones_like(a)
+        z = layer.linear(ones, w)
+        d = _stabilise(z, self.epsilon)
+        s = _divide(R, d)
+        return layer.linear_T(s, w), self._shares(R, s, d, z)
+
+
+# ----------------------------------------------------------------------------------------
+# Max pooling
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WinnerTakeAll(Rule):
+    """Max-pool relevance follows the gradient: each window's relevance goes to its maximum
+    (ties split evenly); overlapping windows accumulate. Conserves relevance exactly."""
+
+    serves = (MaxPool2d,)
+
+    def relevance(self, layer, a, R, ctx=None):
+        out = kernels.maxpool_forward(a, layer.kernel_size, layer.stride, *R.shape[2:])[0]
+        R_in = kernels.maxpool_relevance(a, out, np.ascontiguousarray(R), layer.kernel_size, layer.stride)
+        zero = np.zeros(len(R), R.dtype)
+        return R_in, {"bias": zero, "stabiliser": zero, "dropped": zero}
+
+
+@dataclass(frozen=True)
+class Proportional(Rule):
+    """Max pooling treated as a sum pool: R_j = sum_k a_j R_k / s(sum_{j' in window k} a_j')."""
+
+    epsilon: float = 1e-6
+    serves = (MaxPool2d,)
+
+    def __post_init__(self):
+        _check_nonneg(self.epsilon, "epsilon")
+
+    def relevance(self, layer, a, R, ctx=None):
+        K, S = layer.kernel_size, layer.stride
+        ones = np.ones((K, K), a.dtype)
+        z = kernels.pool2d(a, ones, S, 0, *R.shape[2:])
+        d = _stabilise(z, self.epsilon)
+        s = _divide(R, d)
+        R_in = a * kernels.pool2d_transpose(s, ones, S, 0, *a.shape[2:])
+        return R_in, self._shares(R, s, d, z)

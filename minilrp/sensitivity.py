@@ -1,0 +1,89 @@
+"""Gradient-based explanations from the engine's own backward pass.
+
+All functions take a batch x (N, *input_shape) in the network's input space and a target
+(None = the predicted class of each image; an int; or one int per image), and return maps
+shaped like x, except :func:`sa` which sums over channels: (N, H, W).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import MinilrpError
+
+def gradient(net, x, target=None) -> np.ndarray:
+    """d f_t(x) / dx: the gradient of the target logit."""
+    return net.gradient(x, target=target)
+
+
+def sa(net, x, target=None) -> np.ndarray:
+    """Sensitivity analysis (Simonyan et al. 2014; Samek et al. 2017):
+    SA_p = sum over channels c of (d f_t / d x_{c,p})^2.  -> (N, H, W)."""
+    g = gradient(net, x, target)
+    return (g * g).sum(axis=1) if g.ndim == 4 else g * g
+
+
+def abs_gradient(net, x, target=None) -> np.ndarray:
+    """|d f_t / dx|, per channel."""
+    return np.abs(gradient(net, x, target))
+
+
+def gradient_x_input(net, x, target=None) -> np.ndarray:
+    """x * d f_t / dx (equals LRP-0 on a bias-free ReLU network)."""
+    x = net.check_input(x)
+    return x * gradient(net, x, target)
+
+
+def _targets(net, x, target):
+    """Resolve targets once on the clean images, so noisy/interpolated copies keep them."""
+    x = net.check_input(x)
+    return x, net.targets(target, net.forward(x))
+
+
+def smoothgrad(net, x, target=None, n_samples=32, noise=0.15, seed=0, squared=False) -> np.ndarray:
+    """SmoothGrad (Smilkov et al. 2017): the mean gradient over n_samples copies of x with
+    Gaussian noise of std ``noise`` x (input range high - low, per channel). ``squared``
+    averages squared gradients instead (SmoothGrad-Squared)."""
+    if n_samples < 1 or noise < 0:
+        raise MinilrpError(f"SmoothGrad needs n_samples >= 1 and noise >= 0, got {n_samples}, {noise}")
+    x, t = _targets(net, x, target)
+    scale = noise * (net.input_high - net.input_low)
+    scale = scale.reshape((-1,) + (1,) * (x.ndim - 2)) if x.ndim == 4 else scale[0]
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(x)
+    for i in range(n_samples):
+        xn = x + (rng.standard_normal(x.shape) * scale).astype(x.dtype)
+        g = net.gradient(xn, target=t)
+        out += g * g if squared else g
+    return out / n_samples
+
+
+def integrated_gradients(net, x, target=None, steps=32, baseline=None) -> np.ndarray:
+    """Integrated Gradients (Sundararajan et al. 2017): (x - x0) * the mean gradient at the
+    midpoints x0 + (k + 1/2)/steps (x - x0), k < steps (midpoint rule). baseline x0: None =
+    the lower end of the valid input range (black for images in [0, 1]), a number, or an
+    array like x. The attributions sum to about f(x) - f(x0) (completeness)."""
+    if steps < 1:
+        raise MinilrpError(f"Integrated Gradients needs steps >= 1, got {steps}")
+    x, t = _targets(net, x, target)
+    if baseline is None:
+        low = net.input_low.reshape((-1,) + (1,) * (x.ndim - 2)) if x.ndim == 4 else net.input_low[0]
+        x0 = np.broadcast_to(low, x.shape).astype(x.dtype)
+    else:
+        try:
+            x0 = np.broadcast_to(np.asarray(baseline, dtype=x.dtype), x.shape)
+        except ValueError:
+            raise MinilrpError(f"baseline of shape {np.shape(baseline)} does not fit x {x.shape}") from None
+    total = np.zeros_like(x)
+    for k in range(steps):  # one batch per step: memory bounded by the batch, not by steps
+        total += net.gradient(x0 + (k + 0.5) / steps * (x - x0), target=t)
+    return (x - x0) * total / steps
+
+
+METHODS = {
+    "gradient": gradient,
+    "sa": sa,
+    "abs_gradient": abs_gradient,
+    "gradient_x_input": gradient_x_input,
+    "smoothgrad": smoothgrad,
+    "integrated_gradients": integrated_gradients,
+}
