@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -17,7 +18,10 @@ SAMPLES_FILE = "fashion_mnist_test_1000.npz"
 
 
 def _folder():
-    return resources.files("minilrp.weights")
+    try:  # installed (editable or not): the package minilrp.weights
+        return resources.files("minilrp.weights")
+    except ModuleNotFoundError:  # a source checkout on sys.path without installing
+        return Path(__file__).resolve().parent.parent / "weights"
 
 
 def available_models() -> list[str]:

@@ -222,7 +222,9 @@ class Network:
             if rule is None:  # ReLU passes relevance, Flatten reshapes it
                 R_in, shares = R.reshape(a.shape), {}
             else:
-                R_in, shares = rule.relevance(layer, a, R, {"bounds": self._box_bounds(rule, i, a)})
+                z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
+                ctx = {"bounds": self._box_bounds(rule, i, a), "z": z}
+                R_in, shares = rule.relevance(layer, a, R, ctx)
             ledger.add(i, layer, rule, R, R_in, shares, keep)
             R = R_in
         self.ledger, self.last_targets = ledger, targets

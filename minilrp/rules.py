@@ -54,6 +54,22 @@ def _divide(R, d):
     return s
 
 
+def _linear2(layer, a, w1, w2):
+    """(linear(a, w1), linear(a, w2)) in one GEMM, stacking the weights along the output
+    axis where the layer has one (Dense, Conv2d)."""
+    if isinstance(layer, (Dense, Conv2d)):
+        z = layer.linear(a, np.concatenate([w1, w2]))
+        return z[:, :len(w1)], z[:, len(w1):]
+    return layer.linear(a, w1), layer.linear(a, w2)
+
+
+def _linear_T2(layer, s1, w1, s2, w2):
+    """linear_T(s1, w1) + linear_T(s2, w2) in one GEMM (and one col2im for a conv)."""
+    if isinstance(layer, (Dense, Conv2d)):
+        return layer.linear_T(np.concatenate([s1, s2], axis=1), np.concatenate([w1, w2]))
+    return layer.linear_T(s1, w1) + layer.linear_T(s2, w2)
+
+
 def _bias_map(b, like):
     """A per-output bias shaped to broadcast against outputs ``like`` (N, Co[, Ho, Wo])."""
     if b is None:
@@ -114,7 +130,11 @@ class Epsilon(Rule):
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
-        z = layer.linear(a, w, b)
+        z = (ctx or {}).get("z")  # the layer's output from the forward pass, when known
+        if z is None:
+            z = layer.linear(a, w, b)
+        elif b is None and layer.bias is not None:
+            z = z - _bias_map(layer.bias, z)
         eps = self.epsilon
         if self.relative:
             eps = eps * np.sqrt(np.mean(z.reshape(len(z), -1) ** 2, axis=1)).reshape((-1,) + (1,) * (z.ndim - 1))
@@ -155,29 +175,31 @@ class Gamma(Rule):
         g = self.gamma
         wp, wn = np.maximum(w, 0), np.minimum(w, 0)
         w_up, w_down = w + g * wp, w + g * wn          # weights favouring positive / negative z
-        b_up = None if b is None else b + g * np.maximum(b, 0)
-        b_down = None if b is None else b + g * np.minimum(b, 0)
-        z = layer.linear(a, w, b)
-        nonneg = not np.any(a < 0)
-        if nonneg:
-            d_pos = layer.linear(a, w_up, b_up)
-            d_neg = layer.linear(a, w_down, b_down)
+        bm = _bias_map(b, R)
+        b_up, b_down = bm + g * np.maximum(bm, 0), bm + g * np.minimum(bm, 0)
+        if not np.any(a < 0):
+            # a >= 0 (after a ReLU): with P = a w+, Q = a w-:  z = P + Q + b,
+            # d_pos = z + g (P + b+), d_neg = z + g (Q + b-); the a- terms vanish.
+            P, Q = _linear2(layer, a, wp, wn)
+            z = P + Q + bm
+            d_pos, d_neg = z + g * (P + np.maximum(bm, 0)), z + g * (Q + np.minimum(bm, 0))
         else:
             ap, an = np.maximum(a, 0), np.minimum(a, 0)
-            d_pos = layer.linear(ap, w_up, b_up) + layer.linear(an, w_down)
-            d_neg = layer.linear(ap, w_down, b_down) + layer.linear(an, w_up)
+            up_p, down_p = _linear2(layer, ap, w_up, w_down)
+            up_n, down_n = _linear2(layer, an, w_up, w_down)
+            z = layer.linear(a, w, b)
+            d_pos, d_neg = up_p + down_n + b_up, down_p + up_n + b_down
         stab_pos, stab_neg = _stabilise(d_pos, self.epsilon), _stabilise(d_neg, self.epsilon)
         s_pos = _divide(np.where(z > 0, R, 0), stab_pos)
         s_neg = _divide(np.where(z < 0, R, 0), stab_neg)
-        if nonneg:
-            R_in = a * (layer.linear_T(s_pos, w_up) + layer.linear_T(s_neg, w_down))
+        if not np.any(a < 0):
+            R_in = a * _linear_T2(layer, s_pos, w_up, s_neg, w_down)
         else:
-            R_in = ap * (layer.linear_T(s_pos, w_up) + layer.linear_T(s_neg, w_down)) + \
-                an * (layer.linear_T(s_pos, w_down) + layer.linear_T(s_neg, w_up))
-        bias = None if b is None else s_pos * _bias_map(b_up, z) + s_neg * _bias_map(b_down, z)
+            R_in = ap * _linear_T2(layer, s_pos, w_up, s_neg, w_down) + \
+                an * _linear_T2(layer, s_pos, w_down, s_neg, w_up)
         dropped = np.where(z == 0, R, 0) + np.where((z > 0) & (stab_pos == 0), R, 0) + \
             np.where((z < 0) & (stab_neg == 0), R, 0)
-        return R_in, {"bias": per_example(bias) if bias is not None else np.zeros(len(R), R.dtype),
+        return R_in, {"bias": per_example(s_pos * b_up + s_neg * b_down),
                       "stabiliser": per_example(s_pos * (stab_pos - d_pos) + s_neg * (stab_neg - d_neg)),
                       "dropped": per_example(dropped)}
 
@@ -210,44 +232,44 @@ class AlphaBeta(Rule):
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
         wp, wn = np.maximum(w, 0), np.minimum(w, 0)
-        bp = None if b is None else np.maximum(b, 0)
-        bn = None if b is None else np.minimum(b, 0)
+        bm = _bias_map(b, R)
+        bp, bn = np.maximum(bm, 0), np.minimum(bm, 0)
         nonneg = not np.any(a < 0)
-        ap = a if nonneg else np.maximum(a, 0)
-        an = None if nonneg else np.minimum(a, 0)
-        z_pos = layer.linear(ap, wp, bp)
-        z_neg = layer.linear(ap, wn, bn) if self.beta else None
-        if not nonneg:
-            z_pos += layer.linear(an, wn)
-            if self.beta:
-                z_neg += layer.linear(an, wp)
-        stab_pos = _stabilise(z_pos, self.epsilon)
-        s_pos = _divide(R, stab_pos)
-        positive = ap * layer.linear_T(s_pos, wp)
-        if not nonneg:
-            positive += an * layer.linear_T(s_pos, wn)
-        positive *= self.alpha
-        zero = np.zeros(len(R), R.dtype)
-        bias = self.alpha * per_example(s_pos * _bias_map(bp, z_pos)) if b is not None else zero
-        stab = self.alpha * per_example(s_pos * (stab_pos - z_pos))
-        dropped = self.alpha * per_example(np.where(stab_pos == 0, R, 0))
-        if self.beta:
-            stab_neg = _stabilise(z_neg, self.epsilon)
-            s_neg = _divide(R, stab_neg)
-            negative = ap * layer.linear_T(s_neg, wn)
+        ap, an = (a, None) if nonneg else (np.maximum(a, 0), np.minimum(a, 0))
+        # P = a+ w+ (+ a- w-), Q = a+ w- (+ a- w+): the positive and negative contributions
+        if not self.beta:
+            P, Q = layer.linear(ap, wp), None
             if not nonneg:
-                negative += an * layer.linear_T(s_neg, wp)
-            negative *= self.beta
-            if b is not None:
-                bias = bias - self.beta * per_example(s_neg * _bias_map(bn, z_neg))
-            stab = stab - self.beta * per_example(s_neg * (stab_neg - z_neg))
-            dropped = dropped - self.beta * per_example(np.where(stab_neg == 0, R, 0))
-            R_in = positive - negative
+                P = P + layer.linear(an, wn)
+        elif nonneg:
+            P, Q = _linear2(layer, a, wp, wn)
         else:
-            negative = np.zeros_like(positive)
-            R_in = positive
-        return R_in, {"bias": bias, "stabiliser": stab, "dropped": dropped,
-                      "positive": per_example(positive), "negative": per_example(negative)}
+            pp, qp = _linear2(layer, ap, wp, wn)
+            pn, qn = _linear2(layer, an, wp, wn)
+            P, Q = pp + qn, qp + pn
+        z_pos = P + bp
+        stab_pos = _stabilise(z_pos, self.epsilon)
+        s_pos = self.alpha * _divide(R, stab_pos)
+        shares = {"positive": per_example(s_pos * P), "bias": per_example(s_pos * bp),
+                  "stabiliser": per_example(s_pos * (stab_pos - z_pos)),
+                  "dropped": self.alpha * per_example(np.where(stab_pos == 0, R, 0))}
+        if not self.beta:
+            R_in = ap * layer.linear_T(s_pos, wp)
+            if not nonneg:
+                R_in += an * layer.linear_T(s_pos, wn)
+            shares["negative"] = np.zeros(len(R), R.dtype)
+            return R_in, shares
+        z_neg = Q + bn
+        stab_neg = _stabilise(z_neg, self.epsilon)
+        s_neg = -self.beta * _divide(R, stab_neg)
+        R_in = ap * _linear_T2(layer, s_pos, wp, s_neg, wn)
+        if not nonneg:
+            R_in += an * _linear_T2(layer, s_pos, wn, s_neg, wp)
+        shares["negative"] = -per_example(s_neg * Q)
+        shares["bias"] += per_example(s_neg * bn)
+        shares["stabiliser"] += per_example(s_neg * (stab_neg - z_neg))
+        shares["dropped"] -= self.beta * per_example(np.where(stab_neg == 0, R, 0))
+        return R_in, shares
 
 
 def ZPlus(epsilon=1e-6, bias=True):
