@@ -1,71 +1,40 @@
-"""Inner loops of the engine: numba kernels, each beside a plain NumPy twin.
+"""Inner loops of the engine: three numba kernels, each beside a plain NumPy twin.
 
 Convolution is BLAS-shaped: ``im2col`` gathers every receptive field of a chunk of images
 into the columns of a matrix ``cols`` (C*K*K, nb*Ho*Wo), one sgemm multiplies it by the
 weights (Co, C*K*K), and the transposed convolution (the input gradient, also the relevance
 pass of every LRP rule) multiplies by the transposed weights and scatters back with
-``col2im``. Chunks of images keep ``cols`` a few MB, so it stays in cache and the
-batch size never multiplies the scratch memory.
+``col2im``. Chunks of images keep ``cols`` a few MB, so it stays in cache and the batch
+size never multiplies the scratch memory. Pooling reuses the same two kernels on the
+(N*C) planes as one-channel images (windows as columns), plus ``maxpool`` for the forward
+max and argmax in one pass.
 
-The kernels write their output row by row in memory order (measured here: scattered
-writes made the gather 5x slower) and run ``prange`` over input channels, so every thread
-owns whole input planes: ``col2im`` scatters into overlapping windows without races.
+Why it looks like this (measured on these 2-core machines, see BENCHMARKS.md):
+- the kernels write in memory order: scattered writes made the gather 5x slower;
+- they are compiled serial (numba ``parallel=True`` compiles ~5x slower, and its OpenMP
+  threads spin against OpenBLAS's) and are split across a small thread pool instead
+  (``nogil``): im2col by rows, col2im and maxpool by whole planes, so overlapping windows
+  scatter without races;
+- small calls stay on one thread: a parallel launch costs more than it saves, and stalls
+  for a scheduler slice whenever another process holds the other core.
 
-Every numba kernel ``f`` has a twin ``f_ref`` written with NumPy slicing; tests check that
-both give the same numbers. Kernels take C-contiguous float32 or float64 arrays.
+Every kernel ``f`` has a twin ``f_ref`` written with NumPy slicing; tests check that both
+give the same numbers. Kernels take C-contiguous float32 or float64 arrays.
 """
 from __future__ import annotations
 
-import functools
-from contextlib import contextmanager
+import os
+from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
-from numba import njit, prange
-
-__all__ = [
-    "conv_output_size", "im2col", "im2col_ref", "col2im", "col2im_ref",
-    "conv2d", "conv2d_ref", "conv2d_transpose", "conv2d_transpose_ref",
-    "maxpool_forward", "maxpool_forward_ref", "maxpool_backward", "maxpool_backward_ref",
-    "pool2d", "pool2d_ref", "pool2d_transpose", "pool2d_transpose_ref",
-    "maxpool_relevance", "maxpool_relevance_ref",
-]
+from numba import njit
 
 # Scratch budget for one chunk of im2col columns (bytes): a few MB stays in the 32 MB L3.
 COLS_BUDGET = 8 << 20
-# Below this many elements a kernel runs on one thread: a parallel launch costs more than it
-# saves, and stalls for a whole scheduler slice (measured: 8 ms instead of 8 us for a tiny
-# max-pool) whenever another process holds the other core.
+# Below this many elements a kernel runs on the calling thread only.
 PARALLEL_MIN_WORK = 1 << 16
-
-
-@contextmanager
-def threads_for(work: int):
-    """Run the numba kernels inside on one thread when ``work`` (elements) is small."""
-    if work >= PARALLEL_MIN_WORK:
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
-def kernel(fn):
-    """Compile ``fn`` with numba (parallel, cached) and run it on as many threads as the
-    size of its largest array argument deserves. ``f.compiled`` is the numba dispatcher."""
-    compiled = njit(parallel=True, cache=True, nogil=True, boundscheck=False)(fn)
-
-    @functools.wraps(fn)
-    def run(*args):
-        work = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-        with threads_for(work):
-            return compiled(*args)
-
-    run.compiled = compiled
-    return run
+THREADS = int(os.environ.get("MINILRP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
+_pool = None
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -73,40 +42,113 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-# --------------------------------------------------------------------------------------
-# im2col / col2im
-# --------------------------------------------------------------------------------------
-@kernel
-def im2col(x, n0, nb, K, stride, pad, Ho, Wo, cols):
-    """Gather receptive fields: cols[(c*K+i)*K+j, b*Ho*Wo + oy*Wo + ox] =
-    x[n0+b, c, oy*stride+i-pad, ox*stride+j-pad] (zero outside the image).
+def _split(kernel, args, n_items, work):
+    """Run ``kernel(*args, lo, hi)`` over [0, n_items), split across threads when large."""
+    global _pool
+    parts = min(THREADS, n_items) if work >= PARALLEL_MIN_WORK else 1
+    if parts <= 1:
+        kernel(*args, 0, n_items)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="minilrp")
+    bounds = np.linspace(0, n_items, parts + 1).astype(int)
+    futures = [_pool.submit(kernel, *args, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    kernel(*args, bounds[0], bounds[1])
+    for f in futures:
+        f.result()
 
-    x: (N, C, H, W); cols: (C*K*K, nb*Ho*Wo), written in memory order.
-    """
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+
+# --------------------------------------------------------------------------------------
+# The numba kernels (serial; the caller splits [lo, hi) across threads)
+# --------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, boundscheck=False)
+def _im2col(x, n0, K, stride, pad, Ho, Wo, cols, lo, hi):
+    """cols[(c*K+i)*K+j, b*Ho*Wo + oy*Wo + ox] = x[n0+b, c, oy*stride+i-pad, ox*stride+j-pad]
+    (zero outside the image), for rows (c, i, j) in [lo, hi)."""
+    H, W = x.shape[2], x.shape[3]
     L = Ho * Wo
-    for c in prange(C):
+    nb = cols.shape[1] // L
+    for row in range(lo, hi):
+        c = row // (K * K)
+        i = (row // K) % K
+        j = row % K
+        # output columns whose input column ox*stride+j-pad lies inside [0, W)
+        xlo = min(Wo, max(0, (pad - j + stride - 1) // stride))
+        xhi = max(xlo, min(Wo, (W - 1 + pad - j) // stride + 1))
+        for b in range(nb):
+            for oy in range(Ho):
+                d = b * L + oy * Wo
+                iy = oy * stride + i - pad
+                if iy < 0 or iy >= H:
+                    for ox in range(Wo):
+                        cols[row, d + ox] = 0.0
+                else:
+                    for ox in range(xlo):
+                        cols[row, d + ox] = 0.0
+                    for ox in range(xlo, xhi):
+                        cols[row, d + ox] = x[n0 + b, c, iy, ox * stride + j - pad]
+                    for ox in range(xhi, Wo):
+                        cols[row, d + ox] = 0.0
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _col2im(cols, n0, K, stride, pad, Ho, Wo, out, lo, hi):
+    """The adjoint of _im2col, accumulated into out (N, C, H, W) for planes p = b*C + c
+    in [lo, hi): each thread owns whole planes, so no two write the same pixel."""
+    C, H, W = out.shape[1], out.shape[2], out.shape[3]
+    L = Ho * Wo
+    for p in range(lo, hi):
+        b = p // C
+        c = p % C
         for i in range(K):
             for j in range(K):
                 row = (c * K + i) * K + j
-                # output columns whose input column ox*stride+j-pad lies inside [0, W)
-                lo = max(0, (pad - j + stride - 1) // stride)
-                hi = min(Wo, (W - 1 + pad - j) // stride + 1)
-                hi = max(hi, lo)
-                for b in range(nb):
-                    for oy in range(Ho):
-                        d = b * L + oy * Wo
-                        iy = oy * stride + i - pad
-                        if iy < 0 or iy >= H:
-                            for ox in range(Wo):
-                                cols[row, d + ox] = 0.0
-                        else:
-                            for ox in range(lo):
-                                cols[row, d + ox] = 0.0
-                            for ox in range(lo, hi):
-                                cols[row, d + ox] = x[n0 + b, c, iy, ox * stride + j - pad]
-                            for ox in range(hi, Wo):
-                                cols[row, d + ox] = 0.0
+                xlo = max(0, (pad - j + stride - 1) // stride)
+                xhi = min(Wo, (W - 1 + pad - j) // stride + 1)
+                for oy in range(Ho):
+                    iy = oy * stride + i - pad
+                    if iy < 0 or iy >= H:
+                        continue
+                    d = b * L + oy * Wo
+                    for ox in range(xlo, xhi):
+                        out[n0 + b, c, iy, ox * stride + j - pad] += cols[row, d + ox]
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _maxpool(x, K, stride, out, arg, lo, hi):
+    """Planes p in [lo, hi) of x (P, H, W): out (P, Ho, Wo) = window max, arg = offset
+    i*K+j of the first maximum in row-major window order (PyTorch's choice on ties)."""
+    Ho, Wo = out.shape[1], out.shape[2]
+    for p in range(lo, hi):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                y0 = oy * stride
+                x0 = ox * stride
+                best = x[p, y0, x0]
+                bi = 0
+                for i in range(K):
+                    for j in range(K):
+                        v = x[p, y0 + i, x0 + j]
+                        if v > best:
+                            best = v
+                            bi = i * K + j
+                out[p, oy, ox] = best
+                arg[p, oy, ox] = bi
+
+
+# --------------------------------------------------------------------------------------
+# im2col / col2im and their twins
+# --------------------------------------------------------------------------------------
+def im2col(x, n0, nb, K, stride, pad, Ho, Wo, cols):
+    """Receptive fields of images n0..n0+nb of x (N, C, H, W) as the columns of
+    cols (C*K*K, nb*Ho*Wo): row (c, i, j), column (b, oy, ox)."""
+    _split(_im2col, (x, n0, K, stride, pad, Ho, Wo, cols), cols.shape[0], cols.size)
+
+
+def col2im(cols, n0, nb, K, stride, pad, Ho, Wo, out):
+    """Scatter-add columns back into images n0..n0+nb of out (N, C, H, W), the adjoint of
+    :func:`im2col`; overlapping windows accumulate. Zero ``out`` first."""
+    _split(_col2im, (cols, n0, K, stride, pad, Ho, Wo, out), nb * out.shape[1], cols.size)
 
 
 def im2col_ref(x, n0, nb, K, stride, pad, Ho, Wo, cols):
@@ -120,36 +162,10 @@ def im2col_ref(x, n0, nb, K, stride, pad, Ho, Wo, cols):
             view[:, i, j] = win.transpose(1, 0, 2, 3)
 
 
-@kernel
-def col2im(cols, n0, nb, K, stride, pad, Ho, Wo, out):
-    """Scatter-add columns back into images, the adjoint of :func:`im2col`:
-    out[n0+b, c, oy*stride+i-pad, ox*stride+j-pad] += cols[(c*K+i)*K+j, b*Ho*Wo + oy*Wo + ox].
-
-    out: (N, C, H, W), accumulated into (zero it first). prange over c: no two threads
-    touch the same plane, so overlapping windows need no atomics.
-    """
-    C, H, W = out.shape[1], out.shape[2], out.shape[3]
-    L = Ho * Wo
-    for c in prange(C):
-        for i in range(K):
-            for j in range(K):
-                row = (c * K + i) * K + j
-                lo = max(0, (pad - j + stride - 1) // stride)
-                hi = min(Wo, (W - 1 + pad - j) // stride + 1)
-                for b in range(nb):
-                    for oy in range(Ho):
-                        iy = oy * stride + i - pad
-                        if iy < 0 or iy >= H:
-                            continue
-                        d = b * L + oy * Wo
-                        for ox in range(lo, hi):
-                            out[n0 + b, c, iy, ox * stride + j - pad] += cols[row, d + ox]
-
-
 def col2im_ref(cols, n0, nb, K, stride, pad, Ho, Wo, out):
     """NumPy twin of :func:`col2im`."""
     C, H, W = out.shape[1:]
-    xp = np.zeros((nb, C, H + 2 * pad + stride, W + 2 * pad + stride), out.dtype)
+    xp = np.zeros((nb, C, H + 2 * pad, W + 2 * pad), out.dtype)
     view = cols.reshape(C, K, K, nb, Ho, Wo)
     for i in range(K):
         for j in range(K):
@@ -159,7 +175,7 @@ def col2im_ref(cols, n0, nb, K, stride, pad, Ho, Wo, out):
 
 
 # --------------------------------------------------------------------------------------
-# Convolution (forward) and transposed convolution (input gradient), chunked im2col + GEMM
+# Convolution (forward) and transposed convolution (input gradient): chunked im2col + GEMM
 # --------------------------------------------------------------------------------------
 _scratch: dict = {}
 
@@ -179,12 +195,11 @@ def _chunk(n: int, per_image: int, itemsize: int) -> int:
     return max(1, min(n, COLS_BUDGET // max(1, per_image * itemsize)))
 
 
-def conv2d(x, w, b, stride=1, pad=0, im2col_fn=None):
-    """Cross-correlation as in PyTorch's conv2d: out[n,o] = sum_c x[n,c] (*) w[o,c] + b[o].
+def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
+    """Cross-correlation as PyTorch's conv2d: out[n,o] = sum_c x[n,c] (*) w[o,c] + b[o].
 
     x: (N, C, H, W); w: (Co, C, K, K); b: (Co,) or None -> (N, Co, Ho, Wo).
     """
-    im2col_fn = im2col if im2col_fn is None else im2col_fn
     N, C, H, W = x.shape
     Co, _, K, _ = w.shape
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
@@ -207,14 +222,13 @@ def conv2d(x, w, b, stride=1, pad=0, im2col_fn=None):
     return out
 
 
-def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=None):
+def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=col2im):
     """Adjoint of :func:`conv2d` in its input (the input gradient / transposed conv):
     returns dx with <conv2d(x, w), g> = <x, dx>.
 
     g: (N, Co, Ho, Wo); w: (Co, C, K, K); in_hw: (H, W) of the input -> (N, C, H, W).
     Input rows/columns no window reaches (stride remainder) get zero.
     """
-    col2im_fn = col2im if col2im_fn is None else col2im_fn
     N, Co, Ho, Wo = g.shape
     _, C, K, _ = w.shape
     H, W = in_hw
@@ -256,7 +270,7 @@ def conv2d_transpose_ref(g, w, stride, pad, in_hw):
     N, Co, Ho, Wo = g.shape
     _, C, K, _ = w.shape
     H, W = in_hw
-    xp = np.zeros((N, C, H + 2 * pad + stride, W + 2 * pad + stride), g.dtype)
+    xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad), g.dtype)
     for i in range(K):
         for j in range(K):
             xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride] += \
@@ -265,180 +279,72 @@ def conv2d_transpose_ref(g, w, stride, pad, in_hw):
 
 
 # --------------------------------------------------------------------------------------
-# Max pooling: forward with argmax, backward routing
+# Pooling: every (n, c) plane as a one-channel image; windows are im2col columns
 # --------------------------------------------------------------------------------------
-@kernel
-def maxpool_forward(x, K, stride, Ho, Wo):
-    """out[n,c,oy,ox] = max of the K x K window at (oy*stride, ox*stride) (no padding);
-    arg[n,c,oy,ox] = flat index y*W+x of the first maximum in row-major window order
-    (PyTorch's choice on ties). x: (N, C, H, W) -> out (N, C, Ho, Wo), arg int64."""
+def windows(x, K, stride, pad=0):
+    """The K x K windows of x (N, C, H, W) as columns: (K*K, N*C*Ho*Wo)."""
     N, C, H, W = x.shape
-    out = np.empty((N, C, Ho, Wo), x.dtype)
-    arg = np.empty((N, C, Ho, Wo), np.int64)
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
-        for oy in range(Ho):
-            for ox in range(Wo):
-                y0 = oy * stride
-                x0 = ox * stride
-                best = x[n, c, y0, x0]
-                bi = y0 * W + x0
-                for i in range(K):
-                    for j in range(K):
-                        v = x[n, c, y0 + i, x0 + j]
-                        if v > best:
-                            best = v
-                            bi = (y0 + i) * W + x0 + j
-                out[n, c, oy, ox] = best
-                arg[n, c, oy, ox] = bi
-    return out, arg
+    Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
+    cols = np.empty((K * K, N * C * Ho * Wo), x.dtype)
+    im2col(np.ascontiguousarray(x).reshape(N * C, 1, H, W), 0, N * C, K, stride, pad, Ho, Wo, cols)
+    return cols
 
 
-def maxpool_forward_ref(x, K, stride, Ho, Wo):
+def unwindows(cols, K, stride, pad, shape):
+    """Adjoint of :func:`windows`: scatter-add columns back into an array of ``shape``."""
+    N, C, H, W = shape
+    Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
+    out = np.zeros((N * C, 1, H, W), cols.dtype)
+    col2im(np.ascontiguousarray(cols), 0, N * C, K, stride, pad, Ho, Wo, out)
+    return out.reshape(shape)
+
+
+def maxpool_forward(x, K, stride):
+    """Max over K x K windows (no padding). x: (N, C, H, W) -> out (N, C, Ho, Wo) and arg
+    (uint8 or int32, same shape): the window offset i*K+j of the first maximum."""
+    N, C, H, W = x.shape
+    Ho, Wo = conv_output_size(H, K, stride, 0), conv_output_size(W, K, stride, 0)
+    out = np.empty((N * C, Ho, Wo), x.dtype)
+    arg = np.empty((N * C, Ho, Wo), np.uint8 if K * K <= 256 else np.int32)
+    _split(_maxpool, (np.ascontiguousarray(x).reshape(N * C, H, W), K, stride, out, arg), N * C, x.size)
+    return out.reshape(N, C, Ho, Wo), arg.reshape(N, C, Ho, Wo)
+
+
+def maxpool_forward_ref(x, K, stride):
     """NumPy twin of :func:`maxpool_forward`."""
+    cols = windows(x, K, stride)
     N, C, H, W = x.shape
-    wins = np.stack([x[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride]
-                     for i in range(K) for j in range(K)], axis=-1)
-    k = wins.argmax(axis=-1)  # first maximum in (i, j) row-major order
-    i, j = k // K, k % K
-    oy = np.arange(Ho)[:, None] * stride
-    ox = np.arange(Wo)[None, :] * stride
-    return wins.max(axis=-1), (oy + i) * W + ox + j
+    shape = (N, C, conv_output_size(H, K, stride, 0), conv_output_size(W, K, stride, 0))
+    return cols.max(axis=0).reshape(shape), cols.argmax(axis=0).reshape(shape)
 
 
-@kernel
-def maxpool_backward(g, arg, H, W):
-    """Route each output gradient to its window's argmax; overlapping windows accumulate.
-    g, arg: (N, C, Ho, Wo) -> (N, C, H, W)."""
-    N, C, Ho, Wo = g.shape
-    out = np.zeros((N, C, H, W), g.dtype)
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
-        for oy in range(Ho):
-            for ox in range(Wo):
-                k = arg[n, c, oy, ox]
-                out[n, c, k // W, k % W] += g[n, c, oy, ox]
-    return out
+def maxpool_backward(g, arg, K, stride, in_shape):
+    """Route each output gradient g (N, C, Ho, Wo) to its window's argmax; overlapping
+    windows accumulate. -> in_shape."""
+    cols = np.zeros((K * K, g.size), g.dtype)
+    cols[arg.reshape(-1), np.arange(g.size)] = g.reshape(-1)
+    return unwindows(cols, K, stride, 0, in_shape)
 
 
-def maxpool_backward_ref(g, arg, H, W):
-    """NumPy twin of :func:`maxpool_backward`."""
-    N, C = g.shape[:2]
-    out = np.zeros((N * C, H * W), g.dtype)
-    rows = np.repeat(np.arange(N * C), g[0, 0].size)
-    np.add.at(out, (rows, arg.reshape(-1)), g.reshape(-1))
-    return out.reshape(N, C, H, W)
-
-
-# --------------------------------------------------------------------------------------
-# Depthwise pooling with a K x K kernel (average pooling, and LRP's rho-modified pools)
-# --------------------------------------------------------------------------------------
-@kernel
-def pool2d(x, k, stride, pad, Ho, Wo):
-    """out[n,c,oy,ox] = sum_ij k[i,j] x[n,c,oy*stride+i-pad, ox*stride+j-pad], zero padded.
-    Average pooling is k = 1/K^2 (PyTorch's count_include_pad=True)."""
-    N, C, H, W = x.shape
-    K = k.shape[0]
-    out = np.zeros((N, C, Ho, Wo), x.dtype)
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
-        for oy in range(Ho):
-            for ox in range(Wo):
-                s = 0.0
-                for i in range(K):
-                    iy = oy * stride + i - pad
-                    if iy < 0 or iy >= H:
-                        continue
-                    for j in range(K):
-                        ix = ox * stride + j - pad
-                        if ix >= 0 and ix < W:
-                            s += k[i, j] * x[n, c, iy, ix]
-                out[n, c, oy, ox] = s
-    return out
-
-
-@kernel
-def pool2d_transpose(g, k, stride, pad, H, W):
-    """Adjoint of :func:`pool2d` in x: scatter g[n,c,oy,ox]*k[i,j] back into the window."""
-    N, C, Ho, Wo = g.shape
-    K = k.shape[0]
-    out = np.zeros((N, C, H, W), g.dtype)
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
-        for oy in range(Ho):
-            for ox in range(Wo):
-                v = g[n, c, oy, ox]
-                for i in range(K):
-                    iy = oy * stride + i - pad
-                    if iy < 0 or iy >= H:
-                        continue
-                    for j in range(K):
-                        ix = ox * stride + j - pad
-                        if ix >= 0 and ix < W:
-                            out[n, c, iy, ix] += k[i, j] * v
-    return out
-
-
-def pool2d_ref(x, k, stride, pad, Ho, Wo):
-    """NumPy twin of :func:`pool2d`: a depthwise conv2d_ref."""
-    N, C, H, W = x.shape
-    y = conv2d_ref(x.reshape(N * C, 1, H, W), k[None, None], None, stride, pad)
-    return y.reshape(N, C, Ho, Wo)
-
-
-def pool2d_transpose_ref(g, k, stride, pad, H, W):
-    """NumPy twin of :func:`pool2d_transpose`."""
-    N, C, Ho, Wo = g.shape
-    y = conv2d_transpose_ref(g.reshape(N * C, 1, Ho, Wo), k[None, None], stride, pad, (H, W))
-    return y.reshape(N, C, H, W)
-
-
-# --------------------------------------------------------------------------------------
-# Max-pool relevance: winner-take-all with ties split evenly
-# --------------------------------------------------------------------------------------
-@kernel
 def maxpool_relevance(a, out, R, K, stride):
-    """R_in[j] = sum over windows k holding j of R[k] * [a_j == out_k] / #ties_k.
-    a: (N, C, H, W) pool input; out, R: (N, C, Ho, Wo). Overlapping windows accumulate."""
-    N, C, H, W = a.shape
-    Ho, Wo = R.shape[2], R.shape[3]
-    res = np.zeros((N, C, H, W), R.dtype)
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc % C
-        for oy in range(Ho):
-            for ox in range(Wo):
-                m = out[n, c, oy, ox]
-                y0 = oy * stride
-                x0 = ox * stride
-                count = 0
-                for i in range(K):
-                    for j in range(K):
-                        if a[n, c, y0 + i, x0 + j] == m:
-                            count += 1
-                share = R[n, c, oy, ox] / count
-                for i in range(K):
-                    for j in range(K):
-                        if a[n, c, y0 + i, x0 + j] == m:
-                            res[n, c, y0 + i, x0 + j] += share
-    return res
+    """Winner-take-all relevance with ties split evenly: R_in[j] = sum over windows k
+    holding j of R[k] [a_j == out_k] / #ties_k. a: (N, C, H, W); out, R: (N, C, Ho, Wo)."""
+    cols = windows(a, K, stride)
+    ties = cols == out.reshape(1, -1)
+    share = R.reshape(1, -1) / ties.sum(axis=0, keepdims=True)
+    return unwindows(ties * share, K, stride, 0, a.shape)
 
 
-def maxpool_relevance_ref(a, out, R, K, stride):
-    """NumPy twin of :func:`maxpool_relevance`."""
-    N, C, H, W = a.shape
-    Ho, Wo = R.shape[2:]
-    res = np.zeros_like(a, dtype=R.dtype)
-    ties = []
-    for i in range(K):
-        for j in range(K):
-            win = a[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride]
-            ties.append(win == out)
-    count = np.sum(ties, axis=0)
-    for t, (i, j) in zip(ties, [(i, j) for i in range(K) for j in range(K)]):
-        res[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride] += t * R / count
-    return res
+def pool2d(x, k, stride, pad):
+    """Depthwise pooling with kernel k (K, K): out = sum_ij k[i,j] x[.., oy*s+i-p, ox*s+j-p],
+    zero padded. Average pooling is k = 1/K^2 (PyTorch's count_include_pad=True)."""
+    N, C, H, W = x.shape
+    K = k.shape[0]
+    Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
+    return (k.reshape(1, -1).astype(x.dtype) @ windows(x, K, stride, pad)).reshape(N, C, Ho, Wo)
+
+
+def pool2d_transpose(g, k, stride, pad, in_shape):
+    """Adjoint of :func:`pool2d` in x: scatter g[.., oy, ox] * k[i, j] back into the windows."""
+    cols = k.reshape(-1, 1).astype(g.dtype) * g.reshape(1, -1)
+    return unwindows(cols, k.shape[0], stride, pad, in_shape)

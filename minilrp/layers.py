@@ -237,13 +237,11 @@ class MaxPool2d(_Pool):
 
     def forward(self, a):
         self.a = a
-        Ho, Wo = self.output_shape(a.shape[1:])[1:]
-        out, self.arg = kernels.maxpool_forward(a, self.kernel_size, self.stride, Ho, Wo)
+        out, self.arg = kernels.maxpool_forward(a, self.kernel_size, self.stride)
         return out
 
     def backward(self, g):
-        H, W = self._cached().shape[2:]
-        return kernels.maxpool_backward(np.ascontiguousarray(g), self.arg, H, W)
+        return kernels.maxpool_backward(g, self.arg, self.kernel_size, self.stride, self._cached().shape)
 
     def clear(self):
         self.a = self.arg = None
@@ -265,13 +263,14 @@ class AvgPool2d(_Pool):
     bias = None
 
     def linear(self, a, w, b=None):
-        Ho, Wo = self.output_shape(a.shape[1:])[1:]
-        return kernels.pool2d(a, np.ascontiguousarray(w, dtype=a.dtype), self.stride, self.padding, Ho, Wo)
+        """Depthwise pooling of a (N, C, H, W) with any kernel w (K, K); no bias."""
+        return kernels.pool2d(a, w, self.stride, self.padding)
 
     def linear_T(self, s, w, in_hw=None):
+        """Adjoint of ``linear`` in a. s: (N, C, Ho, Wo)."""
+        N, C = s.shape[:2]
         H, W = self._cached().shape[2:] if in_hw is None else in_hw
-        return kernels.pool2d_transpose(np.ascontiguousarray(s), np.ascontiguousarray(w, dtype=s.dtype),
-                                        self.stride, self.padding, H, W)
+        return kernels.pool2d_transpose(s, w, self.stride, self.padding, (N, C, H, W))
 
     def forward(self, a):
         self.a = a

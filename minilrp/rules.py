@@ -360,8 +360,8 @@ class WinnerTakeAll(Rule):
     serves = (MaxPool2d,)
 
     def relevance(self, layer, a, R, ctx=None):
-        out = kernels.maxpool_forward(a, layer.kernel_size, layer.stride, *R.shape[2:])[0]
-        R_in = kernels.maxpool_relevance(a, out, np.ascontiguousarray(R), layer.kernel_size, layer.stride)
+        out = kernels.maxpool_forward(a, layer.kernel_size, layer.stride)[0]
+        R_in = kernels.maxpool_relevance(a, out, R, layer.kernel_size, layer.stride)
         zero = np.zeros(len(R), R.dtype)
         return R_in, {"bias": zero, "stabiliser": zero, "dropped": zero}
 
@@ -379,8 +379,8 @@ class Proportional(Rule):
     def relevance(self, layer, a, R, ctx=None):
         K, S = layer.kernel_size, layer.stride
         ones = np.ones((K, K), a.dtype)
-        z = kernels.pool2d(a, ones, S, 0, *R.shape[2:])
+        z = kernels.pool2d(a, ones, S, 0)
         d = _stabilise(z, self.epsilon)
         s = _divide(R, d)
-        R_in = a * kernels.pool2d_transpose(s, ones, S, 0, *a.shape[2:])
+        R_in = a * kernels.pool2d_transpose(s, ones, S, 0, a.shape)
         return R_in, self._shares(R, s, d, z)

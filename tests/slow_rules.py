@@ -162,8 +162,10 @@ def dense_form(layer, in_shape):
         Ho = (H + 2 * layer.padding - layer.kernel_size) // layer.stride + 1
         Wo = (Wd + 2 * layer.padding - layer.kernel_size) // layer.stride + 1
         k = np.full((layer.kernel_size, layer.kernel_size), 1.0 / layer.kernel_size ** 2)
-        cols = kernels.pool2d_ref(eye, k, layer.stride, layer.padding, Ho, Wo)
-        taps = kernels.pool2d_ref(eye, np.ones_like(k), layer.stride, layer.padding, Ho, Wo)
+        C1 = J * C
+        cols = kernels.conv2d_ref(eye.reshape(C1, 1, H, Wd), k[None, None], None, layer.stride, layer.padding)
+        taps = kernels.conv2d_ref(eye.reshape(C1, 1, H, Wd), np.ones_like(k)[None, None], None, layer.stride, layer.padding)
+        cols, taps = cols.reshape(J, C, Ho, Wo), taps.reshape(J, C, Ho, Wo)
         b = None
     W = cols.reshape(J, -1).T
     return W, b, taps.reshape(J, -1).T

@@ -118,35 +118,62 @@ def maxpool_loops(x, K, s):
 
 @pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2), (2, 3)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_maxpool_twins_and_loops(K, s, dtype, rng):
+def test_maxpool_against_twin_and_loops(K, s, dtype, rng):
     x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
-    Ho, Wo = (9 - K) // s + 1, (8 - K) // s + 1
-    out, arg = k.maxpool_forward(x, K, s, Ho, Wo)
-    out2, arg2 = k.maxpool_forward_ref(x, K, s, Ho, Wo)
+    out, arg = k.maxpool_forward(x, K, s)
+    out2, arg2 = k.maxpool_forward_ref(x, K, s)
     np.testing.assert_array_equal(out, maxpool_loops(x, K, s).astype(dtype))
     np.testing.assert_array_equal(out, out2)
     np.testing.assert_array_equal(arg, arg2)
-    g = rng.standard_normal(out.shape).astype(dtype)
-    np.testing.assert_allclose(k.maxpool_backward(g, arg, 9, 8), k.maxpool_backward_ref(g, arg, 9, 8), rtol=1e-6)
+
+
+@pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2)])
+def test_maxpool_backward_routes_to_argmax(K, s, rng):
+    x = rng.standard_normal((2, 3, 9, 8))
+    out, arg = k.maxpool_forward(x, K, s)
+    g = rng.standard_normal(out.shape)
+    ref = np.zeros_like(x)
+    for idx in np.ndindex(*out.shape):
+        n, c, oy, ox = idx
+        i, j = divmod(int(arg[idx]), K)
+        assert x[n, c, oy * s + i, ox * s + j] == out[idx]
+        ref[n, c, oy * s + i, ox * s + j] += g[idx]
+    np.testing.assert_allclose(k.maxpool_backward(g, arg, K, s, x.shape), ref, rtol=1e-13)
 
 
 def test_maxpool_ties_go_to_the_first_maximum():
     x = np.zeros((1, 1, 2, 2))
-    out, arg = k.maxpool_forward(x, 2, 2, 1, 1)
+    out, arg = k.maxpool_forward(x, 2, 2)
     assert arg[0, 0, 0, 0] == 0
     x[0, 0, 1, 0] = x[0, 0, 1, 1] = 1.0
-    out, arg = k.maxpool_forward(x, 2, 2, 1, 1)
+    out, arg = k.maxpool_forward(x, 2, 2)
     assert arg[0, 0, 0, 0] == 2 and out[0, 0, 0, 0] == 1.0
 
 
 @pytest.mark.parametrize("K,s,p", [(2, 2, 0), (3, 1, 1), (3, 2, 1), (4, 3, 2)])
-def test_pool2d_twins_and_loops(K, s, p, rng):
+def test_pool2d_against_loops(K, s, p, rng):
     x = rng.standard_normal((2, 3, 9, 8))
     kern = rng.standard_normal((K, K))
     Ho, Wo = k.conv_output_size(9, K, s, p), k.conv_output_size(8, K, s, p)
     ref = conv_loops(x.reshape(6, 1, 9, 8), kern[None, None], None, s, p).reshape(2, 3, Ho, Wo)
-    np.testing.assert_allclose(k.pool2d(x, kern, s, p, Ho, Wo), ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(k.pool2d_ref(x, kern, s, p, Ho, Wo), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(k.pool2d(x, kern, s, p), ref, rtol=1e-12, atol=1e-12)
     g = rng.standard_normal((2, 3, Ho, Wo))
-    np.testing.assert_allclose(k.pool2d_transpose(g, kern, s, p, 9, 8),
-                               k.pool2d_transpose_ref(g, kern, s, p, 9, 8), rtol=1e-12, atol=1e-12)
+    M = conv_matrix(kern[None, None], s, p, (1, 9, 8))
+    ref_T = (g.reshape(6, -1) @ M).reshape(2, 3, 9, 8)
+    np.testing.assert_allclose(k.pool2d_transpose(g, kern, s, p, x.shape), ref_T, rtol=1e-12, atol=1e-12)
+
+
+def test_threaded_split_equals_single_thread(rng, monkeypatch):
+    """Kernels split across the thread pool give exactly the single-thread numbers."""
+    x = rng.standard_normal((6, 5, 12, 11))
+    w = rng.standard_normal((4, 5, 3, 3))
+    g = rng.standard_normal((6, 4, 6, 6))
+    monkeypatch.setattr(k, "PARALLEL_MIN_WORK", 1 << 40)
+    single = k.conv2d(x, w, None, 2, 1), k.conv2d_transpose(g, w, 2, 1, (12, 11)), k.maxpool_forward(x, 3, 1)
+    monkeypatch.setattr(k, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(k, "THREADS", 3)
+    split = k.conv2d(x, w, None, 2, 1), k.conv2d_transpose(g, w, 2, 1, (12, 11)), k.maxpool_forward(x, 3, 1)
+    np.testing.assert_array_equal(single[0], split[0])
+    np.testing.assert_array_equal(single[1], split[1])
+    np.testing.assert_array_equal(single[2][0], split[2][0])
+    np.testing.assert_array_equal(single[2][1], split[2][1])

@@ -1,0 +1,41 @@
+"""Print ratio tables from a pytest-benchmark JSON file: for every group, each
+implementation's median and its ratio to the peer measured in the same run.
+
+    python benchmarks/report.py /tmp/bench.json
+"""
+import json
+import sys
+
+
+def main(path):
+    data = json.load(open(path))
+    groups = {}
+    for b in data["benchmarks"]:
+        impl = b["name"].rsplit("_", 1)[-1].strip("]")
+        if "[" in b["name"]:
+            impl = b["name"].split("[", 1)[1].rstrip("]")
+        groups.setdefault(b["group"], {})[impl] = b["stats"]["median"]
+    print(f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, "
+          f"{data['datetime']}, python {data['machine_info']['python_version']}")
+    print("| benchmark | minilrp median | peer | peer median | ratio (minilrp / peer) |")
+    print("|---|---:|---|---:|---:|")
+    for group in sorted(groups):
+        impls = groups[group]
+        mine = impls.get("minilrp")
+        for peer, t in sorted(impls.items()):
+            if peer == "minilrp":
+                continue
+            ratio = f"{mine / t:.2f}" if mine else "-"
+            print(f"| {group} | {fmt(mine)} | {peer} | {fmt(t)} | {ratio} |")
+        if len(impls) == 1 and mine:
+            print(f"| {group} | {fmt(mine)} | - | - | - |")
+
+
+def fmt(t):
+    if t is None:
+        return "-"
+    return f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.2f} s"
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

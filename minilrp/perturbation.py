@@ -1,0 +1,886 @@
+"""Region perturbation: evaluate a heatmap by distorting image regions in the order it ranks them.
+
+After Samek et al. (2017), "Evaluating the visualization of what a deep neural network has
+learned". A good heatmap puts the regions the classifier relies on first: distorting them first
+(MoRF, most relevant first) should make the class score fall fast; distorting the least relevant
+(LeRF) should keep it, or raise it when the heatmap marks counter-evidence. The pipeline:
+
+    heatmap (N, C, H, W) or (N, H, W)
+      -- region_scores(heatmap, regions) -->     (N, R)  sum over channels, then over each region
+      -- order_regions / combined_order -->      (N, R)  region indices, first distorted first
+    images x (N, C, H, W) + order + a Perturbation
+      -- perturbation_curves -->                 (N, L + 1)  f(x_0), f(x_1), ..., f(x_L)
+      -- aopc / abpc / relative_to / summarize -> numbers;  plot_curves -> a matplotlib Figure
+
+x_k is x with the first k regions of the order replaced *cumulatively*: every perturbed image of
+every step is built up front from one fill per image (and draw) and scored in memory-bounded
+batches, never one forward call per step. Everything random is seeded per image (a stream keyed
+by ``(seed, purpose, image index, draw)``), so results do not depend on the batch size, and every
+method is scored on the *same* noise draws of an image (common random numbers: differences between
+methods are not drowned in noise differences).
+
+Conventions: the score f is the target logit by default (``score="probability"`` for the softmax
+probability); the target is resolved once on the clean images (None = the predicted class) and kept
+for every step. Heatmaps and images are in the network's input space.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import MinilrpError
+
+DEFAULT_BATCH = 512  # perturbed images per forward call: the memory bound of the scoring loop
+
+# stream tags of the seeded random number generators (one stream per purpose, image and draw)
+_FILL, _ORDER, _TIES, _ORACLE = 1, 2, 3, 4
+
+
+def _rng(seed, stream, *index):
+    return np.random.default_rng([seed, stream, *index])
+
+
+def _check_seed(seed):
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise MinilrpError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+def _int(value, what, low=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise MinilrpError(f"{what} must be an int, got {value!r}")
+    if value < low:
+        raise MinilrpError(f"{what} must be >= {low}, got {value}")
+    return int(value)
+
+
+# ============================================================================== regions
+
+def default_region_size(shape) -> int:
+    """4 for small images (side < 100 px, e.g. 28 x 28 -> 7 x 7 = 49 regions), 9 for large ones
+    (224 x 224 -> 625 regions, as Samek et al. 2017)."""
+    H, W = shape[-2:]
+    return 4 if min(H, W) < 100 else 9
+
+
+@dataclass(frozen=True, eq=False)
+class Regions:
+    """A partition of (some of) the pixels into regions.
+
+    labels: int64 (H, W), the same regions for every image, or (N, H, W), one set per image
+            (sliding-window mode); the region index of every pixel, -1 = in no region (never
+            distorted). n_regions: R, indices run 0..R-1. size: the side s of a region.
+    """
+
+    labels: np.ndarray
+    n_regions: int
+    size: int
+    mode: str = "grid"
+
+    @property
+    def image_shape(self):
+        return self.labels.shape[-2:]
+
+    def per_image(self, N) -> np.ndarray:
+        """labels as (N, H, W) (a broadcast view for a shared grid)."""
+        if self.labels.ndim == 3:
+            if self.labels.shape[0] != N:
+                raise MinilrpError(f"these regions were made for {self.labels.shape[0]} images, "
+                                   f"got {N}")
+            return self.labels
+        return np.broadcast_to(self.labels, (N,) + self.labels.shape)
+
+    def paint(self, values) -> np.ndarray:
+        """Region values (N, R) -> a pixel map (N, H, W); pixels in no region get 0."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.n_regions:
+            raise MinilrpError(f"region values must have shape (N, {self.n_regions}), got {values.shape}")
+        labels = self.per_image(values.shape[0])
+        padded = np.concatenate([values, np.zeros((values.shape[0], 1))], axis=1)
+        idx = np.where(labels < 0, self.n_regions, labels).reshape(values.shape[0], -1)
+        return np.take_along_axis(padded, idx, axis=1).reshape(labels.shape)
+
+
+def _image_hw(shape):
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2 or min(shape[-2:]) < 1:
+        raise MinilrpError(f"regions need an image shape (H, W) or (C, H, W), got {shape}")
+    return shape[-2:]
+
+
+def _region_size(size, H, W):
+    if size is None:
+        return default_region_size((H, W))
+    size = _int(size, "region size")
+    if size > min(H, W):
+        raise MinilrpError(f"region size {size} is larger than the image ({H} x {W})")
+    return size
+
+
+def grid(shape, size=None, remainder="partial") -> Regions:
+    """Non-overlapping s x s regions tiling an image of shape (H, W) (or (C, H, W)), numbered
+    row by row. When s does not divide H (or W), ``remainder`` says what happens to the last
+    H mod s rows (W mod s columns):
+
+    "partial": they form a last row (column) of smaller regions, so every pixel is in a region
+               and the final step of a full curve distorts the whole image (default);
+    "drop":    they belong to no region and are never distorted (all regions are s x s).
+
+    28 x 28 with s = 4 tiles exactly (49 regions); 224 x 224 with s = 9 leaves 224 mod 9 = 8.
+    """
+    H, W = _image_hw(shape)
+    s = _region_size(size, H, W)
+    if remainder not in ("partial", "drop"):
+        raise MinilrpError(f"remainder must be 'partial' or 'drop', got {remainder!r}")
+    rows, cols = np.arange(H) // s, np.arange(W) // s
+    nr, nc = (-(-H // s), -(-W // s)) if remainder == "partial" else (H // s, W // s)
+    labels = rows[:, None] * nc + cols[None, :]
+    labels[(rows[:, None] >= nr) | (cols[None, :] >= nc)] = -1
+    return Regions(labels.astype(np.int64), nr * nc, s, "grid")
+
+
+def _channel_sum(heatmap, what="heatmap"):
+    h = np.asarray(heatmap)
+    if h.dtype.kind not in "fiu" or h.ndim not in (3, 4):
+        raise MinilrpError(f"a {what} must be a numeric (N, H, W) or (N, C, H, W) array, got "
+                           f"{h.dtype} {h.shape}")
+    h = h.astype(np.float64)
+    if not np.all(np.isfinite(h)):
+        raise MinilrpError(f"the {what} contains NaN or inf")
+    return h.sum(axis=1) if h.ndim == 4 else h
+
+
+def sliding_windows(heatmap, size=None, ordering="morf", max_regions=None) -> Regions:
+    """Per-image regions chosen greedily from all s x s windows (stride 1): take the window with
+    the largest (``"morf"``) or smallest (``"lerf"``) heatmap sum, drop every window that
+    overlaps it, repeat. The result is ordered: region k of an image is its k-th pick, so use
+    ``order = np.tile(np.arange(R), (N, 1))``. R is the smallest number of picks over the images
+    (at most ``max_regions``); pixels under no pick are never distorted.
+
+    This follows the heatmap's hot spots more closely than a fixed grid, and so gives different
+    (usually steeper MoRF) curves; the windows cover the image only partly, so its curves do not
+    end at a fully distorted image, and they are not comparable with grid curves."""
+    m = _channel_sum(heatmap)
+    N, H, W = m.shape
+    s = _region_size(size, H, W)
+    if ordering not in ("morf", "lerf"):
+        raise MinilrpError(f"sliding windows take ordering 'morf' or 'lerf', got {ordering!r}")
+    c = np.pad(m, ((0, 0), (1, 0), (1, 0))).cumsum(1).cumsum(2)  # summed-area table
+    S = c[:, s:, s:] - c[:, :-s, s:] - c[:, s:, :-s] + c[:, :-s, :-s]  # (N, H-s+1, W-s+1)
+    S = S if ordering == "morf" else -S
+    Hs, Ws = S.shape[1:]
+    ii, jj = np.arange(Hs)[:, None], np.arange(Ws)[None, :]
+    limit = (H // s) * (W // s) if max_regions is None else _int(max_regions, "max_regions")
+    labels = np.full((N, H, W), -1, np.int64)
+    free = np.ones_like(S, dtype=bool)
+    R = 0
+    while R < limit and free.any(axis=(1, 2)).all():
+        flat = np.where(free, S, -np.inf).reshape(N, -1).argmax(axis=1)
+        i0, j0 = flat // Ws, flat % Ws
+        for n in range(N):  # paint the pick: N small slices, no (N, H, W) temporaries
+            labels[n, i0[n]:i0[n] + s, j0[n]:j0[n] + s] = R
+        free &= ~((np.abs(ii - i0[:, None, None]) < s) & (np.abs(jj - j0[:, None, None]) < s))
+        R += 1
+    return Regions(labels, R, s, "sliding")
+
+
+def region_scores(heatmap, regions: Regions) -> np.ndarray:
+    """Sum of the heatmap over each region, after summing channels. heatmap (N, H, W) or
+    (N, C, H, W) -> (N, R), float64."""
+    m = _channel_sum(heatmap)
+    if m.shape[1:] != tuple(regions.image_shape):
+        raise MinilrpError(f"heatmap of shape {np.shape(heatmap)} does not match the regions' "
+                           f"image size {tuple(regions.image_shape)}")
+    N, R = m.shape[0], regions.n_regions
+    labels = regions.per_image(N)
+    inside = labels >= 0
+    index = (labels + R * np.arange(N)[:, None, None])[inside]
+    return np.bincount(index, weights=m[inside], minlength=N * R).reshape(N, R)
+
+
+def rank_normalise(scores) -> np.ndarray:
+    """Per image, each region's rank among the image's regions scaled to [0, 1]: 0 = lowest
+    score, 1 = highest; equal scores share their average rank. Makes maps on different scales
+    (SA is squared gradients, LRP is signed relevance in logit units) comparable. (N, R) -> (N, R)."""
+    from scipy.stats import rankdata
+    s = _scores(scores)
+    R = s.shape[1]
+    if R == 1:
+        return np.full(s.shape, 0.5)
+    return (rankdata(s, axis=1, method="average") - 1) / (R - 1)
+
+
+def _scores(scores, what="region scores"):
+    s = np.asarray(scores)
+    if s.dtype.kind not in "fiu" or s.ndim != 2 or s.shape[1] < 1:
+        raise MinilrpError(f"{what} must be a numeric (N, R) array, got {s.dtype} {s.shape}")
+    s = s.astype(np.float64)
+    if not np.all(np.isfinite(s)):
+        raise MinilrpError(f"{what} contain NaN or inf")
+    return s
+
+
+# ============================================================================== orderings
+
+ORDERINGS = ("morf", "lerf", "random")
+COMBINED = {
+    "sa_not_lrp": "(a) sensitive by SA but not relevant by LRP",
+    "lrp_negative": "(b) most negative LRP first",
+    "counter_evidence": "(c) negative LRP ordered by (-LRP) x SA",
+    "consensus_irrelevant": "(d) both SA and LRP rank the region low",
+}
+
+
+def _ties(N, R, seed):
+    """A seeded random permutation per image: breaks exact ties (many LRP regions on a blank
+    background are exactly 0) without the spatial bias of the region index; the same for every
+    method, so it never favours one."""
+    return np.stack([_rng(seed, _TIES, n).permutation(R) for n in range(N)])
+
+
+def _lexorder(*keys, seed):
+    """Region indices sorted by ``keys`` (primary first, each ascending), ties broken by
+    :func:`_ties`. keys: (N, R) arrays."""
+    N, R = keys[0].shape
+    return np.lexsort((_ties(N, R, seed),) + tuple(reversed(keys)), axis=-1).astype(np.int64)
+
+
+def order_regions(scores, ordering="morf", seed=0) -> np.ndarray:
+    """Order the regions of every image. scores (N, R) -> order (N, R): region indices, the
+    first to be distorted first.
+
+    "morf":   most relevant first (highest score first);
+    "lerf":   least relevant first (lowest, i.e. most negative, score first);
+    "random": a seeded random permutation per image (scores give only the shape): the baseline
+              any heatmap should beat.
+    Exact ties are broken by a seeded random permutation (see ``_ties``)."""
+    s = _scores(scores)
+    seed = _check_seed(seed)
+    if ordering == "morf":
+        return _lexorder(-s, seed=seed)
+    if ordering == "lerf":
+        return _lexorder(s, seed=seed)
+    if ordering == "random":
+        return random_order(s.shape[0], s.shape[1], seed)
+    if ordering in COMBINED:
+        raise MinilrpError(f"ordering {ordering!r} combines SA and LRP: use combined_order(sa, lrp, "
+                           f"{ordering!r})")
+    raise MinilrpError(f"unknown ordering {ordering!r}; orderings: "
+                       f"{', '.join(ORDERINGS + tuple(COMBINED))}")
+
+
+def random_order(N, n_regions, seed=0) -> np.ndarray:
+    """(N, R) seeded random permutations, one per image (image n uses the stream
+    (seed, n), so the first images get the same order whatever N is)."""
+    seed = _check_seed(seed)
+    return np.stack([_rng(seed, _ORDER, n).permutation(n_regions) for n in range(N)]).astype(np.int64)
+
+
+def combined_order(sa_scores, lrp_scores, ordering, seed=0, top=0.5) -> np.ndarray:
+    """Orderings that use SA and LRP together to find *inessential* regions: distorting them
+    first should keep the class score up, or raise it. Both maps are rank-normalised per image
+    (:func:`rank_normalise`: r = 0 lowest .. 1 highest), so squared gradients and signed relevance
+    compare. sa_scores, lrp_scores: (N, R) region scores -> order (N, R).
+
+    (a) "sa_not_lrp": regions outside LRP's top ``top`` fraction (r_LRP <= 1 - top) first,
+        ordered by SA, most sensitive first; then LRP's top regions, least relevant first.
+        Rationale: the model reacts to changes there (SA) but they carry no positive evidence
+        (LRP), so a change is as likely to help the class as to hurt it.
+    (b) "lrp_negative": most negative LRP first (then the rest, ascending). On a signed map this
+        is LRP's LeRF; it is listed because the seed study named it: the counter-evidence
+        itself, whose removal should raise the score.
+    (c) "counter_evidence": regions with negative LRP first, ordered by r(-LRP) x r_SA (most
+        negative and most sensitive first); then the rest by ascending LRP. Rationale: of the
+        counter-evidence, distort first what the model is also sensitive to, where removal
+        moves the score most.
+    (d) "consensus_irrelevant": ascending max(r_SA, r_LRP) (ties: ascending r_SA + r_LRP), so a
+        region comes early only when *both* maps rank it low. Rationale: the most conservative
+        choice of unimportant regions; its curve should stay flat, above random.
+    """
+    sa, lrp = _scores(sa_scores, "SA region scores"), _scores(lrp_scores, "LRP region scores")
+    if sa.shape != lrp.shape:
+        raise MinilrpError(f"SA and LRP region scores differ in shape: {sa.shape} vs {lrp.shape}")
+    seed = _check_seed(seed)
+    if not 0 < top < 1:
+        raise MinilrpError(f"top must be a fraction in (0, 1), got {top}")
+    r_sa, r_lrp = rank_normalise(sa), rank_normalise(lrp)
+    if ordering == "sa_not_lrp":
+        in_top = r_lrp > 1 - top
+        return _lexorder(in_top.astype(float), np.where(in_top, r_lrp, -r_sa), seed=seed)
+    if ordering == "lrp_negative":
+        return _lexorder(lrp, seed=seed)
+    if ordering == "counter_evidence":
+        negative = lrp < 0
+        return _lexorder((~negative).astype(float),
+                         np.where(negative, -rank_normalise(-lrp) * r_sa, r_lrp), seed=seed)
+    if ordering == "consensus_irrelevant":
+        return _lexorder(np.maximum(r_sa, r_lrp), r_sa + r_lrp, seed=seed)
+    raise MinilrpError(f"unknown combined ordering {ordering!r}; combined orderings: "
+                       f"{', '.join(COMBINED)}")
+
+
+def disagreement(sa_scores, lrp_scores, regions: Regions) -> np.ndarray:
+    """SA rank minus LRP rank (both rank-normalised) painted onto the pixels: (N, H, W) in
+    [-1, 1]. Positive where SA finds a region more important than LRP does (sensitive but not
+    evidence), negative where LRP does (evidence the gradient does not see). Render it with a
+    diverging colormap centred on 0 (:func:`plot_disagreement`)."""
+    sa, lrp = _scores(sa_scores, "SA region scores"), _scores(lrp_scores, "LRP region scores")
+    if sa.shape != lrp.shape:
+        raise MinilrpError(f"SA and LRP region scores differ in shape: {sa.shape} vs {lrp.shape}")
+    return regions.paint(rank_normalise(sa) - rank_normalise(lrp))
+
+
+# ============================================================================== perturbations
+
+def _per_channel(v, C):
+    return np.asarray(v, dtype=np.float64).reshape(-1, 1, 1) * np.ones((C, 1, 1))
+
+
+class Perturbation:
+    """How a distorted region is filled. A perturbation is *resolved* against a network and the
+    evaluation images (valid input range, dataset statistics) before use; then, per image and
+    draw, :meth:`draw` gives a fill image (C, H, W) from a seeded generator, and :meth:`apply`
+    puts it into the masked pixels of a batch. Pixels outside the mask are never touched;
+    pixels inside stay in the network's valid input range [low, high]."""
+
+    name = "perturbation"
+    stochastic = False  # True when different draws give different fills
+
+    def resolve(self, net, x):
+        """A copy bound to ``net``'s valid input range and the images x (N, C, H, W)."""
+        import copy
+        bound = copy.copy(self)
+        C = x.shape[1]
+        bound.low, bound.high = _per_channel(net.input_low, C), _per_channel(net.input_high, C)
+        bound._bind(x)
+        return bound
+
+    def _bind(self, x):
+        pass
+
+    def draw(self, image, rng) -> np.ndarray:
+        """The fill (C, H, W) for one image (C, H, W)."""
+        raise NotImplementedError
+
+    def apply(self, x, fill, mask) -> np.ndarray:
+        """x, fill: (B, C, H, W); mask: bool (B, H, W), True = distorted -> (B, C, H, W)."""
+        return np.where(mask[:, None], fill, x)
+
+    def __repr__(self):
+        return self.name
+
+
+class UniformNoise(Perturbation):
+    """Each distorted pixel and channel drawn uniformly from the valid input range [low, high]
+    of its channel (Samek et al. 2017). The default. Stochastic: several draws can be averaged."""
+
+    name = "uniform"
+    stochastic = True
+
+    def draw(self, image, rng):
+        u = rng.random(image.shape)
+        return (self.low + (self.high - self.low) * u).astype(image.dtype)
+
+
+class Constant(Perturbation):
+    """A constant fill, per channel. value:
+
+    a number (or one per channel) in the network's input space, within [low, high];
+    "zero":       0 in the input space (black for inputs in [0, 1]; the dataset mean when the
+                  model normalises by it);
+    "min":        each image's own per-channel minimum;
+    "mean":       the per-channel mean of the evaluation images;
+    "background": the data's background value: per channel, the median of the one-pixel image
+                  border over the evaluation images (0 for Fashion-MNIST). A fill equal to the
+                  background changes nothing on the background: distorting empty regions is a
+                  no-op, unlike uniform noise, which draws new strokes there.
+    """
+
+    stochastic = False
+
+    def __init__(self, value="zero"):
+        if isinstance(value, str):
+            if value not in ("zero", "min", "mean", "background"):
+                raise MinilrpError(f"constant value must be a number, 'zero', 'min', 'mean' or "
+                                   f"'background', got {value!r}")
+        else:
+            v = np.asarray(value, dtype=np.float64)
+            if v.ndim > 1 or not np.all(np.isfinite(v)):
+                raise MinilrpError(f"constant value must be finite, one per channel, got {value!r}")
+        self.value = value
+        self.name = f"constant:{value}" if isinstance(value, str) else f"constant:{value!r}"
+
+    def _bind(self, x):
+        C = x.shape[1]
+        if self.value == "mean":
+            self.fill_value = _per_channel(x.mean(axis=(0, 2, 3), dtype=np.float64), C)
+        elif self.value == "background":
+            border = np.concatenate([x[:, :, 0, :], x[:, :, -1, :], x[:, :, :, 0], x[:, :, :, -1]], axis=2)
+            self.fill_value = _per_channel(np.median(border, axis=(0, 2)), C)
+        elif self.value == "zero":
+            self.fill_value = np.zeros((C, 1, 1))
+        elif self.value != "min":
+            v = np.asarray(self.value, dtype=np.float64).reshape(-1)
+            if v.size not in (1, C):
+                raise MinilrpError(f"constant value needs 1 or {C} per-channel values, got {v.size}")
+            self.fill_value = _per_channel(v, C)
+        if self.value != "min":
+            fv = self.fill_value
+            if np.any(fv < self.low - 1e-6) or np.any(fv > self.high + 1e-6):
+                raise MinilrpError(f"constant fill {fv.ravel()} lies outside the valid input "
+                                   f"range [{self.low.ravel()}, {self.high.ravel()}]")
+            self.fill_value = np.clip(fv, self.low, self.high)
+
+    def draw(self, image, rng):
+        if self.value == "min":
+            return np.broadcast_to(image.min(axis=(1, 2), keepdims=True), image.shape).astype(image.dtype)
+        return np.broadcast_to(self.fill_value, image.shape).astype(image.dtype)
+
+
+class GaussianBlur(Perturbation):
+    """Distorted pixels take the values of the Gaussian-blurred *original* image
+    (scipy.ndimage.gaussian_filter per channel, std ``sigma`` pixels, border mode "nearest").
+    The blur is of x_0, not of the partly distorted x_k: every region gets the same fill
+    whenever it is distorted, so curves are cumulative like the others."""
+
+    stochastic = False
+
+    def __init__(self, sigma=2.0):
+        if not np.isfinite(sigma) or sigma <= 0:
+            raise MinilrpError(f"blur sigma must be a positive number of pixels, got {sigma!r}")
+        self.sigma = float(sigma)
+        self.name = f"blur:{self.sigma:g}"
+
+    def draw(self, image, rng):
+        from scipy.ndimage import gaussian_filter
+        b = gaussian_filter(image.astype(np.float64), sigma=(0, self.sigma, self.sigma), mode="nearest")
+        return np.clip(b, self.low, self.high).astype(image.dtype)
+
+
+# ROAD's neighbour weights (Rong et al. 2022): 1/6 for the 4 direct neighbours, 1/12 diagonal.
+_ROAD_NEIGHBOURS = [((0, 1), 1 / 6), ((0, -1), 1 / 6), ((1, 0), 1 / 6), ((-1, 0), 1 / 6),
+                    ((1, 1), 1 / 12), ((1, -1), 1 / 12), ((-1, 1), 1 / 12), ((-1, -1), 1 / 12)]
+
+
+class NoisyLinearImputation(Perturbation):
+    """ROAD's noisy linear imputation (Rong et al. 2022, "A consistent and efficient evaluation
+    strategy for attribution methods"): each distorted pixel becomes the weighted mean of its 8
+    neighbours (weights 1/6 direct, 1/12 diagonal, renormalised at the image border), distorted
+    neighbours being unknowns too: one sparse linear system per image and step, solved with
+    scipy.sparse (all items of a batch in one block-diagonal system). Then Gaussian noise of std
+    ``noise`` x (high - low) is added inside the region and the result clipped to [low, high].
+    The fill depends on the whole mask, so each step is imputed afresh (slower than the other
+    fills). A fully distorted image has no known pixel: it is filled with the per-channel mean
+    of the evaluation images (plus the noise)."""
+
+    stochastic = True
+
+    def __init__(self, noise=0.01):
+        if not np.isfinite(noise) or noise < 0:
+            raise MinilrpError(f"ROAD noise must be >= 0, got {noise!r}")
+        self.noise = float(noise)
+        self.name = f"road:{self.noise:g}"
+
+    def _bind(self, x):
+        self.mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+
+    def draw(self, image, rng):
+        return (rng.standard_normal(image.shape) * self.noise * (self.high - self.low)).astype(image.dtype)
+
+    def apply(self, x, fill, mask):
+        from scipy.sparse import csc_matrix
+        from scipy.sparse.linalg import spsolve
+        B, C, H, W = x.shape
+        out = x.astype(np.float64)  # a copy
+        full = mask.all(axis=(1, 2))
+        out[full] = self.mean[:, None, None]
+        solve = mask & ~full[:, None, None]
+        n_unknown = int(solve.sum())
+        if n_unknown:
+            uid = np.full(mask.shape, -1, np.int64)
+            uid[solve] = np.arange(n_unknown)
+            b, i, j = np.nonzero(solve)
+            rows, cols, vals = [np.arange(n_unknown)], [np.arange(n_unknown)], []
+            diag = np.zeros(n_unknown)
+            rhs = np.zeros((n_unknown, C))
+            for (di, dj), w in _ROAD_NEIGHBOURS:
+                ni, nj = i + di, j + dj
+                ok = (ni >= 0) & (ni < H) & (nj >= 0) & (nj < W)
+                p, nb, ni, nj = np.nonzero(ok)[0], b[ok], ni[ok], nj[ok]
+                diag[p] += w
+                known = ~mask[nb, ni, nj]
+                rhs[p[known]] += w * out[nb[known], :, ni[known], nj[known]]
+                rows.append(p[~known])
+                cols.append(uid[nb[~known], ni[~known], nj[~known]])
+                vals.append(np.full(int((~known).sum()), -w))
+            A = csc_matrix((np.concatenate([diag] + vals), (np.concatenate(rows), np.concatenate(cols))),
+                           shape=(n_unknown, n_unknown))
+            sol = spsolve(A, rhs).reshape(n_unknown, C)
+            out[b, :, i, j] = sol
+        out = np.where(mask[:, None], np.clip(out + fill, self.low, self.high), x)
+        return out.astype(x.dtype)
+
+
+PERTURBATIONS = {
+    "uniform": UniformNoise,
+    "constant": Constant,
+    "blur": GaussianBlur,
+    "road": NoisyLinearImputation,
+}
+
+
+def get_perturbation(spec) -> Perturbation:
+    """A Perturbation from an object or a name with an optional parameter after a colon:
+    "uniform", "constant" (= "constant:zero"), "constant:background", "constant:mean",
+    "constant:min", "constant:0.5", "blur" (sigma 2), "blur:1.5", "road" (noise 0.01),
+    "road:0.05"."""
+    if isinstance(spec, Perturbation):
+        return spec
+    if not isinstance(spec, str):
+        raise MinilrpError(f"a perturbation must be a name or a Perturbation, got {spec!r}")
+    name, _, arg = spec.partition(":")
+    if name not in PERTURBATIONS:
+        raise MinilrpError(f"unknown perturbation {spec!r}; perturbations: "
+                           "uniform, constant[:zero|min|mean|background|<number>], blur[:sigma], road[:noise]")
+    if not arg:
+        return PERTURBATIONS[name]()
+    if name == "uniform":
+        raise MinilrpError("uniform noise takes no parameter: it spans the model's valid input range")
+    if name == "constant" and arg in ("zero", "min", "mean", "background"):
+        return Constant(arg)
+    try:
+        value = float(arg)
+    except ValueError:
+        raise MinilrpError(f"perturbation {spec!r}: parameter {arg!r} is not a number") from None
+    return PERTURBATIONS[name](value)
+
+
+# ============================================================================== curves
+
+def _check_images(net, x):
+    if len(net.input_shape) != 3:
+        raise MinilrpError(f"region perturbation needs image inputs (C, H, W); the network takes "
+                           f"{net.input_shape}")
+    return net.check_input(x)
+
+
+def _check_order(order, N, R):
+    o = np.asarray(order)
+    if o.dtype.kind not in "iu" or o.ndim != 2 or o.shape[0] != N:
+        raise MinilrpError(f"an order must be an int array (N={N}, L), got {o.dtype} {o.shape}")
+    if o.shape[1] > R:
+        raise MinilrpError(f"the order has {o.shape[1]} steps but there are only {R} regions")
+    if o.size and (o.min() < 0 or o.max() >= R):
+        raise MinilrpError(f"order entries must be region indices in 0..{R - 1}")
+    srt = np.sort(o, axis=1)
+    if np.any(srt[:, 1:] == srt[:, :-1]):
+        raise MinilrpError("an order lists a region twice: each region is distorted once")
+    return o.astype(np.int64)
+
+
+def _steps(steps, order, R):
+    L = order.shape[1]
+    if steps is None:
+        return L
+    steps = _int(steps, "steps")
+    if steps > R:
+        raise MinilrpError(f"more steps ({steps}) than regions ({R})")
+    if steps > L:
+        raise MinilrpError(f"more steps ({steps}) than the order has ({L})")
+    return steps
+
+
+def _pixel_ranks(labels, order, R):
+    """(N, H, W): the step at which each pixel is distorted minus 1, i.e. its region's position
+    in the order; pixels in no region or in a region not in the order get a position >= L."""
+    N, L = order.shape
+    position = np.full((N, R + 1), np.iinfo(np.int64).max // 2, np.int64)
+    np.put_along_axis(position, order, np.arange(L)[None, :], axis=1)
+    idx = np.where(labels < 0, R, labels).reshape(N, -1)
+    return np.take_along_axis(position, idx, axis=1).reshape(labels.shape)
+
+
+def _score(logits, t, score):
+    rows = np.arange(len(t))
+    if score == "logit":
+        return logits[rows, t].astype(np.float64)
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return np.exp(z[rows, t]) / np.exp(z).sum(axis=1)
+
+
+def _check_score(score):
+    if score not in ("logit", "probability"):
+        raise MinilrpError(f"score must be 'logit' or 'probability', got {score!r}")
+
+
+def forward_batched(net, x, batch_size=DEFAULT_BATCH) -> np.ndarray:
+    """Logits (N, K) in batches of ``batch_size``."""
+    return np.concatenate([net.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def perturb(net, x, regions: Regions, order, k, perturbation="uniform", seed=0, draw=0) -> np.ndarray:
+    """x_k: the images x (N, C, H, W) with the first k regions of ``order`` (N, L) distorted
+    -> (N, C, H, W). The same fills as :func:`perturbation_curves` with the same seed (for
+    looking at the distorted images; the curves build them in batches)."""
+    x = _check_images(net, x)
+    N = len(x)
+    _check_regions(regions, x)
+    order = _check_order(order, N, regions.n_regions)
+    k = _int(k, "k", low=0)
+    if k > order.shape[1]:
+        raise MinilrpError(f"step {k} is past the order's {order.shape[1]} steps")
+    pert = get_perturbation(perturbation).resolve(net, x)
+    seed = _check_seed(seed)
+    fills = np.stack([pert.draw(x[n], _rng(seed, _FILL, n, draw)) for n in range(N)])
+    mask = _pixel_ranks(regions.per_image(N), order, regions.n_regions) < k
+    return pert.apply(x, fills, mask)
+
+
+def _check_regions(regions, x):
+    if not isinstance(regions, Regions):
+        raise MinilrpError(f"regions must be a Regions object (from grid or sliding_windows), got {regions!r}")
+    if tuple(regions.image_shape) != x.shape[2:]:
+        raise MinilrpError(f"regions for images of size {tuple(regions.image_shape)} do not fit "
+                           f"images of size {x.shape[2:]}")
+
+
+def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform", *, target=None,
+                        score="logit", steps=None, n_draws=1, seed=0, batch_size=DEFAULT_BATCH,
+                        progress=None) -> np.ndarray:
+    """Region-perturbation curves: (N, L + 1) scores f(x_0), ..., f(x_L) per image.
+
+    x: images (N, C, H, W); regions: from :func:`grid` or :func:`sliding_windows`; order (N, L):
+    region indices, first distorted first (L <= R; ``steps`` cuts it shorter); perturbation: a
+    name or a :class:`Perturbation`; target: None (the predicted class), an int or (N,) ints;
+    score: "logit" or "probability" (softmax); n_draws: for stochastic fills, the curve is the
+    mean over that many independent fills (deterministic fills use one).
+
+    All L * n_draws distorted images of an image are built up front from the image's fills and
+    scored with the images of neighbouring images in batches of at most ``batch_size``: memory is
+    bounded by the batch size, not by N. progress: optional callable(done, total) in images."""
+    x = _check_images(net, x)
+    N = len(x)
+    _check_regions(regions, x)
+    R = regions.n_regions
+    order = _check_order(order, N, R)
+    L = _steps(steps, order, R)
+    _check_score(score)
+    seed = _check_seed(seed)
+    n_draws = _int(n_draws, "n_draws")
+    batch_size = _int(batch_size, "batch_size")
+    pert = get_perturbation(perturbation).resolve(net, x)
+    D = n_draws if pert.stochastic else 1
+
+    clean = forward_batched(net, x, batch_size)
+    t = net.targets(target, clean)
+    out = np.empty((N, L + 1, D))
+    out[:, 0, :] = _score(clean, t, score)[:, None]
+    if L == 0:
+        return out[:, :, 0]
+    ranks = _pixel_ranks(regions.per_image(N), order[:, :L], R)
+    per_image = L * D
+    chunk = max(1, batch_size // per_image)
+    step_of = np.arange(per_image) // D + 1   # item j of an image: step 1 + j // D, draw j % D
+    draw_of = np.arange(per_image) % D
+    total, done = N * per_image, 0
+    for a in range(0, N, chunk):
+        b = min(N, a + chunk)
+        fills = np.stack([[pert.draw(x[n], _rng(seed, _FILL, n, d)) for d in range(D)]
+                          for n in range(a, b)])   # (n, D, C, H, W)
+        items = np.arange((b - a) * per_image)
+        for s in range(0, len(items), batch_size):
+            j = items[s:s + batch_size]
+            img, k, d = j // per_image, step_of[j % per_image], draw_of[j % per_image]
+            mask = ranks[a + img] < k[:, None, None]
+            xb = pert.apply(x[a + img], fills[img, d], mask)
+            out[a + img, k, d] = _score(net.forward(xb), t[a + img], score)
+            done += len(j)
+            if progress is not None:
+                progress(done, total)
+    return out.mean(axis=2) if D > 1 else out[:, :, 0]
+
+
+def oracle_scores(net, x, regions: Regions, perturbation="uniform", *, target=None, score="logit",
+                  n_draws=4, seed=0, batch_size=DEFAULT_BATCH, progress=None) -> np.ndarray:
+    """The measured effect of each region alone: f(x) - mean over draws of f(x with only region r
+    distorted) -> (N, R), large = distorting it hurts the score most.
+
+    Ordered with "morf" ("lerf") it is the *oracle* ordering: the best MoRF (LeRF) any heatmap
+    of single regions could achieve under this perturbation, to first order (a greedy
+    single-region ranking; the cumulative optimum is a hard search, so this is a strong, not a
+    provable, bound). Its draws are independent of the curves' draws (own stream), so it is not
+    fitted to the very noise the curves then use."""
+    x = _check_images(net, x)
+    N = len(x)
+    _check_regions(regions, x)
+    _check_score(score)
+    seed = _check_seed(seed)
+    n_draws = _int(n_draws, "n_draws")
+    batch_size = _int(batch_size, "batch_size")
+    pert = get_perturbation(perturbation).resolve(net, x)
+    D = n_draws if pert.stochastic else 1
+    R = regions.n_regions
+    clean = forward_batched(net, x, batch_size)
+    t = net.targets(target, clean)
+    f0 = _score(clean, t, score)
+    labels = regions.per_image(N)
+    out = np.empty((N, R, D))
+    per_image = R * D
+    chunk = max(1, batch_size // per_image)
+    total, done = N * per_image, 0
+    for a in range(0, N, chunk):
+        b = min(N, a + chunk)
+        fills = np.stack([[pert.draw(x[n], _rng(seed, _ORACLE, n, d)) for d in range(D)]
+                          for n in range(a, b)])
+        items = np.arange((b - a) * per_image)
+        for s in range(0, len(items), batch_size):
+            j = items[s:s + batch_size]
+            img, r, d = j // per_image, (j % per_image) // D, j % D
+            mask = labels[a + img] == r[:, None, None]
+            xb = pert.apply(x[a + img], fills[img, d], mask)
+            out[a + img, r, d] = _score(net.forward(xb), t[a + img], score)
+            done += len(j)
+            if progress is not None:
+                progress(done, total)
+    return f0[:, None] - out.mean(axis=2)
+
+
+def heatmap_curves(net, x, heatmap, ordering="morf", perturbation="uniform", region_size=None, *,
+                   target=None, seed=0, **kwargs) -> np.ndarray:
+    """One call from a heatmap to curves: grid regions of ``region_size`` (default
+    :func:`default_region_size`), region scores, ordering "morf", "lerf" or "random", then
+    :func:`perturbation_curves` (``kwargs`` go there). heatmap: (N, H, W) or (N, C, H, W)
+    matching x (N, C, H, W). -> (N, L + 1)."""
+    x = _check_images(net, x)
+    h = np.asarray(heatmap)
+    if h.shape not in (x.shape, (x.shape[0],) + x.shape[2:]):
+        raise MinilrpError(f"heatmap of shape {h.shape} does not match the images {x.shape}: "
+                           f"expected {x.shape} or {(x.shape[0],) + x.shape[2:]}")
+    regions = grid(x.shape[1:], region_size)
+    order = order_regions(region_scores(h, regions), ordering, seed=seed)
+    return perturbation_curves(net, x, regions, order, perturbation, target=target, seed=seed, **kwargs)
+
+
+# ============================================================================== results
+
+def _curves(c, what="curves"):
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] < 1:
+        raise MinilrpError(f"{what} must be an (N, L + 1) array, got shape {c.shape}")
+    return c
+
+
+def aopc(curves) -> np.ndarray:
+    """Area over the perturbation curve per image (Samek et al. 2017):
+    AOPC = 1/(L+1) sum_{k=0..L} (f(x_0) - f(x_k)).  (N, L + 1) -> (N,). Large under MoRF = the
+    heatmap found what the score depends on; negative = the score rose on average."""
+    c = _curves(curves)
+    return (c[:, :1] - c).mean(axis=1)
+
+
+def abpc(morf, lerf) -> np.ndarray:
+    """Area between the LeRF and MoRF curves per image: 1/(L+1) sum_k (f_LeRF(x_k) - f_MoRF(x_k))
+    = AOPC(MoRF) - AOPC(LeRF).  -> (N,)."""
+    m, l = _curves(morf, "MoRF curves"), _curves(lerf, "LeRF curves")
+    if m.shape != l.shape:
+        raise MinilrpError(f"MoRF and LeRF curves differ in shape: {m.shape} vs {l.shape}")
+    return (l - m).mean(axis=1)
+
+
+def relative_to(curves, baseline) -> np.ndarray:
+    """Curves minus a baseline's (usually the random ordering's) on the same images, step by
+    step: (N, L + 1). Positive = the score stays higher than under the baseline."""
+    c, b = _curves(curves), _curves(baseline, "baseline curves")
+    if c.shape != b.shape:
+        raise MinilrpError(f"curves {c.shape} and baseline {b.shape} differ in shape")
+    return c - b
+
+
+def summarize(values, ci="se", level=0.95, n_boot=2000, seed=0) -> dict:
+    """Mean of per-image values with its uncertainty: {"mean", "se", "low", "high", "n"}.
+    ci="se": low/high = mean -/+ z * standard error (normal approximation); ci="bootstrap":
+    the percentile interval of ``n_boot`` seeded resamples of the images. se is NaN for n < 2."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        raise MinilrpError("summarize needs a non-empty array of finite values")
+    if not 0 < level < 1:
+        raise MinilrpError(f"level must be in (0, 1), got {level}")
+    n, mean = v.size, float(v.mean())
+    se = float(v.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    if ci == "se":
+        from scipy.stats import norm
+        zq = float(norm.ppf(0.5 + level / 2))
+        low, high = mean - zq * se, mean + zq * se
+    elif ci == "bootstrap":
+        rng = _rng(_check_seed(seed), 5)
+        means = v[rng.integers(0, n, size=(_int(n_boot, "n_boot"), n))].mean(axis=1)
+        low, high = (float(q) for q in np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
+    else:
+        raise MinilrpError(f"ci must be 'se' or 'bootstrap', got {ci!r}")
+    return {"mean": mean, "se": se, "low": low, "high": high, "n": n}
+
+
+# ============================================================================== plots
+
+def plot_curves(curves: dict, relative=None, band="se", title=None, ylabel=None, ax=None):
+    """Mean curves with bands, one line per entry of ``curves`` ({label: (N, L + 1)}); band: "se"
+    (+- 1 standard error), "ci" (+- 1.96 SE) or None. relative: the label of a baseline (e.g. the
+    random ordering) to subtract image by image first. Returns a matplotlib Figure (object API,
+    no pyplot and no backend switch: save it with fig.savefig)."""
+    from matplotlib.figure import Figure
+    if not curves:
+        raise MinilrpError("plot_curves needs at least one curve")
+    if band not in ("se", "ci", None):
+        raise MinilrpError(f"band must be 'se', 'ci' or None, got {band!r}")
+    if relative is not None and relative not in curves:
+        raise MinilrpError(f"relative baseline {relative!r} is not among the curves")
+    if ax is None:
+        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    for label, c in curves.items():
+        c = _curves(c)
+        if relative is not None:
+            c = relative_to(c, curves[relative])
+        steps = np.arange(c.shape[1])
+        mean = c.mean(axis=0)
+        (line,) = ax.plot(steps, mean, label=label, lw=1.6)
+        if band and c.shape[0] > 1:
+            se = c.std(axis=0, ddof=1) / np.sqrt(c.shape[0]) * (1.96 if band == "ci" else 1.0)
+            ax.fill_between(steps, mean - se, mean + se, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("perturbation step k (regions distorted)")
+    ax.set_ylabel(ylabel or ("score minus the baseline's" if relative else "mean class score f(x_k)"))
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_disagreement(images, dmap, titles=None):
+    """Images (n, C, H, W) or (n, H, W) above their SA-minus-LRP rank disagreement maps
+    (n, H, W) in [-1, 1] (:func:`disagreement`), on a diverging colormap centred on 0 with
+    symmetric limits (red: SA ranks higher, blue: LRP ranks higher). -> Figure."""
+    from matplotlib.figure import Figure
+    img = np.asarray(images, dtype=np.float64)
+    d = np.asarray(dmap, dtype=np.float64)
+    img = img.mean(axis=1) if img.ndim == 4 else img
+    if img.ndim != 3 or d.shape != img.shape:
+        raise MinilrpError(f"images {np.shape(images)} and disagreement maps {d.shape} do not match")
+    n = len(img)
+    fig = Figure(figsize=(1.6 * n + 0.8, 3.4), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(img[i], cmap="gray")
+        im = axes[1, i].imshow(d[i], cmap="RdBu_r", vmin=-1, vmax=1)
+        if titles is not None:
+            axes[0, i].set_title(str(titles[i]), fontsize=7)
+        for a in axes[:, i]:
+            a.set_xticks([])
+            a.set_yticks([])
+    axes[1, 0].set_ylabel("SA rank - LRP rank", fontsize=7)
+    fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8)
+    return fig
