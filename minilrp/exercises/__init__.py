@@ -1,0 +1,1 @@
+"""Course exercises: skeletons, committed reference inputs/outputs, and the checker data."""
