@@ -636,7 +636,7 @@ def load_state_dict_strict(module, state_dict, what="the state dict"):
     unexpected keys and shape mismatches."""
     torch = _require_torch()
     own = module.state_dict()
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+    state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
              for k, v in state_dict.items()}
     problems = []
     for k, v in own.items():

@@ -45,6 +45,17 @@ class Layer:
     def backward(self, g):
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """A compact one-line description, e.g. ``Conv2d 1->32 k5 s1 p2``."""
+        c = self.config()
+        if "in_features" in c:
+            return f"{self.kind} {c['in_features']}->{c['out_features']}"
+        if "in_channels" in c:
+            return f"{self.kind} {c['in_channels']}->{c['out_channels']} k{c['kernel_size']} s{c['stride']} p{c['padding']}"
+        if "kernel_size" in c:
+            return f"{self.kind} k{c['kernel_size']} s{c['stride']}" + (f" p{c['padding']}" if c.get("padding") else "")
+        return self.kind
+
     def astype(self, dtype):
         for name in self.param_names:
             p = getattr(self, name)

@@ -15,8 +15,8 @@ class Ledger:
         self.rows = []
 
     def add(self, index, layer, rule, R_out, R_in, shares, keep=False):
-        row = {"index": index, "layer": repr(layer), "kind": layer.kind,
-               "rule": "pass" if rule is None else repr(rule),
+        row = {"index": index, "layer": layer.describe(), "kind": layer.kind,
+               "rule": "pass" if rule is None else rule.label(),
                "entering": R_out.reshape(len(R_out), -1).sum(1),
                "leaving": R_in.reshape(len(R_in), -1).sum(1)}
         zero = np.zeros_like(row["entering"])
@@ -44,14 +44,15 @@ class Ledger:
 
     def table(self, example=0) -> str:
         """A printable table for one example of the batch."""
-        head = f"{'layer':<44} {'rule':<38} {'entering':>11} {'leaving':>11} {'bias':>10} {'stabil.':>10} {'dropped':>9}  {'pos/neg':>17}"
+        head = (f"{'layer':<27} {'rule':<36} {'entering':>11} {'leaving':>11} {'bias':>10} "
+                f"{'stabil.':>10} {'dropped':>9}  {'positive/negative':>19}")
         lines = [head, "-" * len(head)]
         for r in self.rows:
-            pn = f"{r['positive'][example]:8.3g}/{r['negative'][example]:<8.3g}" if "positive" in r else ""
-            lines.append(f"{r['index']:>2} {r['layer'][:41]:<41} {r['rule'][:38]:<38} "
+            pn = f"{r['positive'][example]:9.4g}/{r['negative'][example]:<9.4g}" if "positive" in r else ""
+            lines.append(f"{r['index']:>2} {r['layer'][:24]:<24} {r['rule'][:36]:<36} "
                          f"{r['entering'][example]:11.5g} {r['leaving'][example]:11.5g} "
                          f"{r['bias'][example]:10.3g} {r['stabiliser'][example]:10.3g} "
-                         f"{r['dropped'][example]:9.3g}  {pn:>17}")
+                         f"{r['dropped'][example]:9.3g}  {pn:>19}")
         return "\n".join(lines)
 
     def __str__(self):

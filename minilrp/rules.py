@@ -26,7 +26,7 @@ sum(R) - sum(R_in) = bias + stabiliser + dropped (the ledger checks it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -83,8 +83,14 @@ class Rule:
     serves = LINEAR
     bias = True
 
-    def name(self) -> str:
-        return repr(self)
+    primary: tuple = ()  # parameters always shown in a label
+
+    def label(self) -> str:
+        """Short name: the rule's main parameters, and others where they differ from their
+        defaults, e.g. ``AlphaBeta(alpha=2.0, beta=1.0)``, ``Epsilon(epsilon=0.25, relative=True)``."""
+        args = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                if f.name not in ("low", "high") and (f.name in self.primary or getattr(self, f.name) != f.default)]
+        return f"{type(self).__name__}({', '.join(args)})"
 
     def check_layer(self, layer):
         if not isinstance(layer, self.serves):
@@ -124,6 +130,7 @@ class Epsilon(Rule):
     epsilon: float = 1e-6
     relative: bool = False
     bias: bool = True
+    primary = ("epsilon",)
 
     def __post_init__(self):
         _check_nonneg(self.epsilon, "epsilon")
@@ -165,6 +172,7 @@ class Gamma(Rule):
     gamma: float = 0.25
     epsilon: float = 1e-6
     bias: bool = True
+    primary = ("gamma",)
 
     def __post_init__(self):
         _check_nonneg(self.gamma, "gamma")
@@ -216,6 +224,7 @@ class AlphaBeta(Rule):
     beta: float = 1.0
     epsilon: float = 1e-6
     bias: bool = True
+    primary = ("alpha", "beta")
 
     def __post_init__(self):
         _check_nonneg(self.beta, "beta")
