@@ -11,9 +11,7 @@ def main(path):
     data = json.load(open(path))
     groups = {}
     for b in data["benchmarks"]:
-        impl = b["name"].rsplit("_", 1)[-1].strip("]")
-        if "[" in b["name"]:
-            impl = b["name"].split("[", 1)[1].rstrip("]")
+        impl = (b.get("params") or {}).get("impl", "minilrp")
         groups.setdefault(b["group"], {})[impl] = b["stats"]["median"]
     print(f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, "
           f"{data['datetime']}, python {data['machine_info']['python_version']}")
