@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,7 +183,13 @@ class Result:
     title: str
     status: str  # "pass", "fail", "skip"
     lines: list = field(default_factory=list)  # details, printed under the check
-    mistake: str | None = None  # id of the typical mistake recognised
+    mistakes: list = field(default_factory=list)  # typical mistakes the output matches
+
+    @property
+    def mistake(self):
+        """The typical mistake recognised (the first that matches), or None."""
+        return self.mistakes[0] if self.mistakes else None
+
     problem: str | None = None  # kind of failure: "import", "missing", "exception", "type",
     # "shape", "dtype", "nan", "values", "mutated", "timeout", "not-implemented"
 
@@ -216,7 +223,7 @@ class Report:
         return {"exercise": self.exercise, "student": self.student, "passed": self.passed,
                 "counts": self.counts(),
                 "results": [{"id": r.id, "title": r.title, "status": r.status, "problem": r.problem,
-                             "mistake": r.mistake, "details": r.lines} for r in self.results]}
+                             "mistakes": r.mistakes, "details": r.lines} for r in self.results]}
 
 
 # ======================================================================================
@@ -286,7 +293,7 @@ def validate(value, expected, name, case, fn):
 
 
 def compare(value, expected, name, case, mistakes, meta, rtol, atol, label=""):
-    """None when ``value`` matches ``expected``; else (problem, lines, mistake id)."""
+    """None when ``value`` matches ``expected``; else (problem, lines, [mistake ids matched])."""
     problem = validate(value, expected, name, case, case.get("function", ""))
     if problem:
         return problem[0], problem[1], None
@@ -311,24 +318,24 @@ def compare(value, expected, name, case, mistakes, meta, rtol, atol, label=""):
                      f"{np.array2string(es, precision=5)}")
     hints = meta.get("hints", {})
     matched = [m for m, arr in mistakes.items()
-               if arr.shape == got.shape and _close(got, arr, max(rtol, 1e-6), max(atol, 1e-9)).all()]
+               if arr.shape == got.shape and _close(got, arr, rtol, atol).all()]
     if matched:
         lines.append(f"hint [{matched[0]}]: {hints.get(matched[0], matched[0])}")
         for m in matched[1:]:
             lines.append(f"  (also consistent with [{m}]: {hints.get(m, m)})")
-        return "values", lines, matched[0]
+        return "values", lines, matched
     # generic patterns
     if _close(-got, expected, rtol, atol).all():
         lines.append("hint [sign]: your output is the reference with the opposite sign: check the "
                      "sign convention")
-        return "values", lines, "sign"
+        return "values", lines, ["sign"]
     denom = float(np.vdot(expected, expected))
     if denom > 0:
         c = float(np.vdot(got, expected)) / denom
         if abs(c - 1) > 1e-6 and abs(c) > 1e-12 and _close(got, c * expected, rtol, atol).all():
             lines.append(f"hint [scale]: your output is the reference times {c:.6g}: a constant "
                          "factor is off")
-            return "values", lines, "scale"
+            return "values", lines, ["scale"]
     if case.get("only_here"):
         lines.append("hint: " + case["only_here"])
     causes = meta.get("usual_causes", [])
@@ -377,7 +384,9 @@ def _forbid(names):
 def _call(student_fn, args, fn_name, path, forbid=()):
     """(value, None) or (None, (problem, lines))."""
     try:
-        with _time_limit(TIMEOUT), _forbid(forbid):
+        # numpy's warnings are left out: a NaN or inf they warn of is reported as a failure
+        with _time_limit(TIMEOUT), _forbid(forbid), warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
             return student_fn(*args), None
     except CheckTimeout:
         return None, ("timeout", [f"{fn_name} ran longer than {TIMEOUT:.0f} s (an endless loop?)"])
@@ -514,10 +523,16 @@ def run(exercise: str, student_file) -> Report:
              + (f" (it defines: {', '.join(defined)})" if defined else "")
              + f"; the skeleton's signature is in {skeleton_path(exercise).name}"],
             problem="missing"))
+    not_implemented = set()
     for case in ex.meta["cases"]:
         if case["function"] in missing:
             report.results.append(Result(case["id"], case["title"], "skip",
                                          [f"needs {case['function']}()"]))
+            continue
+        if case["function"] in not_implemented:
+            report.results.append(Result(case["id"], case["title"], "fail",
+                                         [f"{case['function']} is not implemented yet (see above)"],
+                                         problem="not-implemented"))
             continue
         net = None
         if "net" in case:
@@ -535,9 +550,11 @@ def run(exercise: str, student_file) -> Report:
             report.results.append(Result(case["id"], case["title"], "pass"))
         else:
             problem, lines, mistake = outcome
+            if problem == "not-implemented":
+                not_implemented.add(case["function"])
             if printed:
                 lines = lines + [f"(your function printed {len(printed)} line(s); first: {printed[0][:100]!r})"]
-            report.results.append(Result(case["id"], case["title"], "fail", lines, mistake, problem))
+            report.results.append(Result(case["id"], case["title"], "fail", lines, mistake or [], problem))
     return report
 
 
