@@ -72,9 +72,15 @@ def _read_torch(path, args):
         raise MinilrpError("reading a PyTorch file needs torch (pip install torch==2.13.0, the "
                            "CPU build), or export the model to ONNX") from None
     import pickle
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        raise MinilrpError(f"{path}: not a readable PyTorch file (torch.save writes a zip "
+                           "archive; for ONNX name the file .onnx)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):
+            raise MinilrpError(f"{path}: not a readable PyTorch file ({str(e).splitlines()[0]})") from None
         if not args.trust_pickle:
             raise MinilrpError(f"{path} holds pickled Python objects (a whole model?), which run "
                                "code when loaded; save a state dict instead "

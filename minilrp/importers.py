@@ -631,9 +631,10 @@ def build_architecture(arch, num_classes=None):
     return spec["build"]() if num_classes is None else spec["build"](num_classes=num_classes)
 
 
-def load_state_dict_strict(module, state_dict, what="the state dict"):
-    """Load ``state_dict`` (tensors or numpy arrays) into ``module``, refusing (with every problem named) missing or
-    unexpected keys and shape mismatches."""
+def load_state_dict_strict(module, state_dict, what="the state dict", assign=False):
+    """Load ``state_dict`` (tensors or numpy arrays) into ``module``, refusing (with every
+    problem named) missing or unexpected keys and shape mismatches. ``assign``: use the given
+    tensors as the parameters (no copy; for a module built on the meta device)."""
     torch = _require_torch()
     own = module.state_dict()
     state = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v
@@ -655,7 +656,7 @@ def load_state_dict_strict(module, state_dict, what="the state dict"):
         more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
         raise MinilrpError(f"{what} does not fit the architecture: "
                            f"{'; '.join(problems[:6])}{more}")
-    module.load_state_dict(state, strict=False)
+    module.load_state_dict(state, strict=False, assign=assign)
     return module
 
 
