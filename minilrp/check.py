@@ -162,8 +162,11 @@ def import_student(path):
     name = f"_minilrp_student_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # so the student's own helper modules next to it import
     try:
-        with _time_limit(TIMEOUT):
+        with _time_limit(TIMEOUT), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             spec.loader.exec_module(module)
     except SyntaxError as e:
         return None, f"could not import {path.name}: SyntaxError: {e.msg} (line {e.lineno})"
@@ -171,6 +174,9 @@ def import_student(path):
         return None, f"could not import {path.name}: importing took longer than {TIMEOUT:.0f} s"
     except (Exception, SystemExit, KeyboardInterrupt) as e:  # noqa: BLE001 - report, never crash
         return None, f"could not import {path.name}: {_describe(e, path)}"
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
     return module, None
 
 

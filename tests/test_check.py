@@ -369,3 +369,12 @@ def test_mistakes_differ_from_the_answer_and_have_hints():
                 for m, key in entry["mistakes"].items():
                     assert m in ex.meta["hints"]
                     assert not np.allclose(ex.arrays[key], exp, rtol=1e-6, atol=1e-8 * np.abs(exp).max())
+
+
+def test_student_helper_module_next_to_the_file_imports(tmp_path):
+    (tmp_path / "my_helpers.py").write_text("import numpy as np\ndef drops(c):\n    return c[:, :1] - c\n")
+    (tmp_path / "student.py").write_text(
+        (SOLUTIONS / "aopc.py").read_text().replace("drops = c[:, :1] - c", "drops = my_helpers.drops(c)")
+        .replace("import numpy as np", "import numpy as np\nimport my_helpers"))
+    assert run("aopc", tmp_path / "student.py").passed
+    assert str(tmp_path) not in sys.path
