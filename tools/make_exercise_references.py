@@ -903,6 +903,27 @@ def aopc_variants(c):
             "last_step_only": drop[:, -1]}
 
 
+def morf_zero_curves(net, x, heatmap, size=4):
+    """MoRF curves written out plainly (deterministic: regions in decreasing score order, ties
+    by index, each distorted region set to 0), so that these inputs do not depend on
+    minilrp.perturbation's random streams. -> (N, R + 1) target logits."""
+    scores = scores_variant(heatmap, size)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    t = net.forward(x).argmax(1)
+    N, R = scores.shape
+    H, W = x.shape[2:]
+    curves = np.zeros((N, R + 1))
+    for n in range(N):
+        xk = np.repeat(x[n:n + 1], R + 1, axis=0)
+        for k in range(1, R + 1):
+            xk[k] = xk[k - 1]
+            r = order[n, k - 1]
+            row, col = divmod(r, -(-W // size))
+            xk[k, :, row * size:(row + 1) * size, col * size:(col + 1) * size] = 0.0
+        curves[n] = net.forward(xk)[:, t[n]]
+    return curves
+
+
 def build_aopc():
     ref = Ref("aopc", "Region perturbation: region scores and AOPC", ["region_scores", "aopc"],
               "region_scores: sum a heatmap over s x s grid regions; aopc = 1/(L+1) sum_k (f(x_0) - f(x_k))",
@@ -955,9 +976,9 @@ def build_aopc():
     if net is not None:
         x = sample_inputs(net, 6)
         R = net.relevance(x, "EpsilonGammaBox")
-        curves = perturbation.heatmap_curves(net, x, R, "morf", "uniform", seed=0)
         addA("aopc_bundled", "MoRF curves measured on the bundled fmnist-cnn (6 images, 49 regions "
-             "of 4x4, EpsilonGammaBox heatmaps, uniform noise)", curves)
+             "of 4x4, EpsilonGammaBox heatmaps, regions set to 0)", morf_zero_curves(net, x, R),
+             measured_on="fmnist-cnn")
     h = np.arange(16.0).reshape(1, 4, 4)
     addS("scores_hand", "a 4x4 map, 2x2 regions, worked by hand", h, 2)
     addS("scores_channels", "two channels (summed first), 6x6, 3x3 regions", rng.standard_normal((2, 2, 6, 6)), 3)
@@ -1014,6 +1035,11 @@ def same_as_committed(ref) -> bool:
     with np.load(path, allow_pickle=False) as f:
         old = {k: f[k] for k in f.files}
     meta = json.loads(old.pop("meta").tobytes().decode())
+    # checks on a bundled model that is not installed here cannot be rebuilt: leave them out
+    absent = [c["id"] for c in meta["cases"]
+              if (c.get("net", {}).get("bundled") or c.get("measured_on", "")) not in ("", *available_models())]
+    meta["cases"] = [c for c in meta["cases"] if c["id"] not in absent]
+    old = {k: v for k, v in old.items() if k.split(".")[0] not in absent}
     if meta != json.loads(json.dumps(ref.meta)) or set(old) != set(ref.arrays):
         return False
     return all(old[k].dtype == v.dtype and old[k].shape == v.shape and
