@@ -43,7 +43,7 @@ np.set_printoptions(precision=3, suppress=True)
 
 net = minilrp.load_model("fmnist-cnn")
 images, labels, classes = minilrp.load_samples()
-N = 24                                   # images evaluated here; the experiment runner does 500+
+N = 16                                   # images evaluated here; the experiment runner does 500+
 x = net.preprocess(images[:N])
 logits = net.forward(x)
 target = logits.argmax(axis=1)           # explain and score the predicted class throughout
