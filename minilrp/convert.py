@@ -114,8 +114,7 @@ def _read_torch(path, args):
 
 def convert(args) -> str:
     """Run one conversion; returns the summary line. Raises MinilrpError."""
-    from .importers import (ARCHITECTURES, build_architecture, from_onnx, from_torch,
-                            load_state_dict_strict)
+    from .importers import ARCHITECTURES, from_onnx, from_torch
     from .io import save
 
     src = args.source
@@ -139,7 +138,7 @@ def convert(args) -> str:
         input_range = (_floats(args.low, "--low"), _floats(args.high, "--high"))
     classes = _classes(args.classes) or spec.get("classes")
     provenance = {"source_file": os.path.basename(src), "source_sha256": _sha256(src),
-                  "conversion_command": " ".join([PROG] + sys.argv[1:])}
+                  "conversion_command": " ".join([PROG] + list(getattr(args, "argv", sys.argv[1:])))}
     name = args.name or args.arch or os.path.splitext(os.path.basename(src))[0]
     common = dict(classes=classes, name=name, mean=mean, std=std, input_range=input_range,
                   provenance=provenance)
@@ -155,8 +154,10 @@ def convert(args) -> str:
                 raise MinilrpError(f"{src} holds a state dict (weights only): name its "
                                    f"architecture with --arch (one of {', '.join(ARCHITECTURES)})")
             num_classes = _num_classes(args.arch, state)
-            module = build_architecture(args.arch, num_classes)
-            load_state_dict_strict(module, state, f"the state dict in {src}")
+            # floats other than float32/64 (half precision checkpoints) compute in float32
+            state = {k: v.float() if v.is_floating_point() and v.dtype not in (torch_dtypes())
+                     else v for k, v in state.items()}
+            module = _build_loaded(args.arch, num_classes, state, src)
             if num_classes is not None and classes is not None and len(classes) != num_classes:
                 common["classes"] = None
         elif args.arch is not None:
@@ -174,6 +175,25 @@ def convert(args) -> str:
     n_params = sum(p.size for layer in net.layers for p in layer.params().values())
     return (f"wrote {out}: {net.name}, {len(net.layers)} layers, {n_params:,} parameters, "
             f"input {net.input_shape}, {net.n_classes} classes, {net.dtype}")
+
+
+def torch_dtypes():
+    import torch
+    return (torch.float32, torch.float64)
+
+
+def _build_loaded(arch, num_classes, state, src):
+    """The architecture with the state dict's tensors as its parameters. Built on the meta
+    device when the state dict covers every entry (no random init, no copy of the weights)."""
+    import torch
+
+    from .importers import build_architecture, load_state_dict_strict
+    with torch.device("meta"):
+        module = build_architecture(arch, num_classes)
+    complete = set(module.state_dict()) <= set(state)
+    if not complete:  # e.g. no num_batches_tracked: let those keep their initial values
+        module = build_architecture(arch, num_classes)
+    return load_state_dict_strict(module, state, f"the state dict in {src}", assign=complete)
 
 
 def _num_classes(arch, state):
@@ -207,7 +227,9 @@ def parser():
 
 def main(argv=None) -> int:
     p = parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = p.parse_args(argv)
+    args.argv = argv
     if args.list_archs:
         from .importers import ARCHITECTURES
         for name, spec in ARCHITECTURES.items():

@@ -234,7 +234,6 @@ def _fx_label(gm, n):
 
 
 def _fx_op(gm, n, label, torch, F):
-    import operator
     if n.op == "call_module":
         return (n.target, "module", gm.get_submodule(n.target))
     args = list(n.args[1:])
@@ -250,8 +249,6 @@ def _fx_op(gm, n, label, torch, F):
             return (n.name, "relu", None)
         elif fn in (F.dropout, torch.dropout, F.dropout2d):
             return (n.name, "drop", None)
-        elif fn is operator.getitem:
-            pass
     elif n.op == "call_method":
         if n.target == "flatten":
             start = args[0] if args else kwargs.get("start_dim", 0)
@@ -559,8 +556,10 @@ def random_vgg_state_dict(cfg="vgg16", batch_norm=False, num_classes=1000, seed=
     layers_cfg = VGG_CFGS[cfg] if isinstance(cfg, str) else cfg
     state, c, i = {}, 3, 0
 
-    def normal(shape, std):
-        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(dtype)
+    def normal(shape, std):  # in place: no temporary copy of VGG's 400 MB matrix
+        a = rng.standard_normal(shape, dtype=np.float32)
+        a *= np.float32(std)
+        return a.astype(dtype, copy=False)
 
     for v in layers_cfg:
         if v == "M":
