@@ -69,7 +69,7 @@ RECIPES = {
                 augment=False),
     "cnn": dict(name="fmnist-cnn", epochs=15, lr=1e-3, batch_size=128, dropout=0.0,
                 augment=False),
-    "vgg": dict(name="fmnist-vgg", epochs=20, lr=1e-3, batch_size=128, dropout=0.3,
+    "vgg": dict(name="fmnist-vgg", epochs=12, lr=1e-3, batch_size=128, dropout=0.3,
                 augment=True),
 }
 
@@ -302,6 +302,36 @@ def to_minilrp(model: nn.Sequential, name: str, provenance: dict):
                    provenance=provenance)
 
 
+def same_npz(a: Path, b: Path) -> bool:
+    """True if two .npz files hold the same array names, dtypes, shapes and bytes."""
+    if not (a.exists() and b.exists()):
+        return False
+    with np.load(a, allow_pickle=False) as fa, np.load(b, allow_pickle=False) as fb:
+        if sorted(fa.files) != sorted(fb.files):
+            return False
+        for k in fa.files:
+            x, y = fa[k], fb[k]
+            if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
+                return False
+    return True
+
+
+def write_npz(path: Path, writer) -> None:
+    """Write via ``writer(tmp_path)``, then replace ``path`` only if the content changed.
+
+    .npz archives carry zip timestamps, so rewriting identical arrays would still change the
+    file's bytes (and every SHA-256 other fixtures record of it); this keeps re-exports idempotent.
+    """
+    tmp = path.with_name(path.stem + ".tmp-export.npz")
+    writer(tmp)
+    if same_npz(tmp, path):
+        tmp.unlink()
+        print(f"unchanged {path} ({path.stat().st_size} bytes)")
+    else:
+        tmp.replace(path)
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
 def export(kinds: list[str], scratch: Path, data_dir: Path, out: Path, fixtures: Path,
            check: bool = True) -> None:
     test_images, test_labels = load_split(data_dir, "test")
@@ -312,10 +342,9 @@ def export(kinds: list[str], scratch: Path, data_dir: Path, out: Path, fixtures:
 
     # 1. the bundled test subset
     subset_path = out / "fashion_mnist_test_1000.npz"
-    np.savez_compressed(subset_path, images=sub_images, labels=sub_labels,
-                        classes=np.array(CLASSES, dtype=np.str_))
+    write_npz(subset_path, lambda p: np.savez_compressed(
+        p, images=sub_images, labels=sub_labels, classes=np.array(CLASSES, dtype=np.str_)))
     images_sha = hashlib.sha256(sub_images.tobytes()).hexdigest()
-    print(f"wrote {subset_path} ({subset_path.stat().st_size} bytes)")
 
     x10k = to_tensor(test_images)
     x32 = to_tensor(sub_images, torch.float32)
@@ -383,8 +412,8 @@ def export(kinds: list[str], scratch: Path, data_dir: Path, out: Path, fixtures:
             except ImportError as e:
                 print(f"  minilrp.io not importable ({e}); skipped writing {wpath}")
             else:
-                save(str(wpath), to_minilrp(model, name, provenance))
-                print(f"  wrote {wpath} ({wpath.stat().st_size} bytes)")
+                net = to_minilrp(model, name, provenance)
+                write_npz(wpath, lambda p: save(str(p), net))
                 if check:
                     check_export(wpath, sub_images, l32, l64)
         rows.append((name, n_params(model), test_acc, acc_sub, meta["epochs"],
@@ -394,8 +423,7 @@ def export(kinds: list[str], scratch: Path, data_dir: Path, out: Path, fixtures:
     for k, v in ref.items():
         if isinstance(v, np.ndarray) and v.dtype == object:
             raise TypeError(f"{k} is an object array")
-    np.savez_compressed(ref_path, **ref)
-    print(f"wrote {ref_path} ({ref_path.stat().st_size} bytes)")
+    write_npz(ref_path, lambda p: np.savez_compressed(p, **ref))
 
     print("\n| model | parameters | test acc (10k) | acc (first 1000) | epochs | train time (s) |")
     print("|---|---|---|---|---|---|")
@@ -431,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["mlp", "cnn", "vgg", "all"], default="all")
     ap.add_argument("--epochs", type=int, default=None,
-                    help="epochs (default per model: mlp 20, cnn 15, vgg 20)")
+                    help="epochs (default per model, as bundled: mlp 20, cnn 15, vgg 12)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-dir", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     ap.add_argument("--out", type=Path, default=REPO / "weights",
