@@ -16,6 +16,7 @@ execute code and nothing loads half-right.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -47,13 +48,20 @@ def architecture(net: Network) -> dict:
 
 
 def save(path, net: Network) -> None:
-    """Write ``net`` to ``path`` (.npz, compressed). Load it back with :func:`load`."""
+    """Write ``net`` to ``path`` (.npz, compressed). Load it back with :func:`load`.
+    The bytes depend on the network only (fixed zip timestamps): saving the same network
+    twice gives the same file."""
     arrays = {f"layers.{i}.{k}": v for i, layer in enumerate(net.layers)
               for k, v in layer.params().items()}
     record = json.dumps(architecture(net), indent=1).encode("utf-8")
     arrays["architecture"] = np.frombuffer(record, dtype=np.uint8)
-    with open(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buf.getvalue())
 
 
 def load(path, dtype=None) -> Network:

@@ -42,6 +42,12 @@ def test_round_trip_is_exact(saved, rng):
     assert load(path, dtype=np.float64).dtype == np.float64
 
 
+def test_saving_is_deterministic(saved, tmp_path):
+    net, path = saved
+    save(tmp_path / "again.npz", net)
+    assert (tmp_path / "again.npz").read_bytes() == path.read_bytes()
+
+
 def test_float64_round_trip(tmp_path, rng):
     net = small_net(rng, np.float64)
     save(tmp_path / "d.npz", net)
