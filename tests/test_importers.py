@@ -496,6 +496,23 @@ def test_residual_forward_refused(torch):
         from_torch(Residual(), (3, 8, 8))
 
 
+def test_operation_between_layers_refused(torch):
+    nn = torch.nn
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.flat = nn.Flatten()
+            self.fc = nn.Linear(3 * 8 * 8, 4)
+
+        def forward(self, x):
+            return self.fc(self.flat(torch.sigmoid(self.conv(x) * 2)))
+
+    with pytest.raises(MinilrpError, match=r"'mul' \(_operator\.mul\): unsupported operation in the forward"):
+        from_torch(Scaled(), (3, 8, 8))
+
+
 def test_untraceable_non_chain_forward_refused_by_output_check(torch):
     nn = torch.nn
 
