@@ -21,13 +21,20 @@ class Composite:
     by_type:  {layer class: rule}, e.g. {Conv2d: Gamma(), Dense: Epsilon()};
     default:  rule for any other linear layer (Epsilon(1e-6));
     maxpool:  rule for max pools (WinnerTakeAll(); Proportional() on request).
+
+    Average pools get the default rule, except a sign-splitting one (Gamma, AlphaBeta, z+),
+    which is replaced by Epsilon with the same epsilon unless ``by_type``/``by_index`` say
+    otherwise: a pool's weights are fixed and positive, so gamma and z+ reduce to epsilon
+    there anyway and alpha-beta would multiply the relevance by alpha. Zennit's rules leave
+    the parameter-less pool unmodified, which amounts to the same.
     """
 
     def __init__(self, name="custom", default=None, by_type=None, first=None, by_index=None,
                  maxpool=None):
         self.name = name
         self.default = Epsilon() if default is None else default
-        self.by_type = dict(by_type or {})
+        pool = Epsilon(self.default.epsilon) if isinstance(self.default, (Gamma, AlphaBeta)) else self.default
+        self.by_type = {AvgPool2d: pool, **dict(by_type or {})}
         self.first = first
         self.by_index = dict(by_index or {})
         self.maxpool = WinnerTakeAll() if maxpool is None else maxpool

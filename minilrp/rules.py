@@ -26,7 +26,7 @@ sum(R) - sum(R_in) = bias + stabiliser + dropped (the ledger checks it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 
@@ -88,6 +88,8 @@ class Rule:
     def label(self) -> str:
         """Short name: the rule's main parameters, and others where they differ from their
         defaults, e.g. ``AlphaBeta(alpha=2.0, beta=1.0)``, ``Epsilon(epsilon=0.25, relative=True)``."""
+        if not is_dataclass(self):  # a user's own rule class
+            return repr(self)
         args = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
                 if f.name not in ("low", "high") and (f.name in self.primary or getattr(self, f.name) != f.default)]
         return f"{type(self).__name__}({', '.join(args)})"
@@ -363,14 +365,29 @@ class Flat(Rule):
 # ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WinnerTakeAll(Rule):
-    """Max-pool relevance follows the gradient: each window's relevance goes to its maximum
-    (ties split evenly); overlapping windows accumulate. Conserves relevance exactly."""
+    """Max-pool relevance follows the gradient: each window's relevance goes to its maximum;
+    overlapping windows accumulate. Conserves relevance exactly.
 
+    ties="split" (default): a window with several equal maxima splits its relevance evenly
+    among them. ties="first": all of it goes to the first maximum in row-major order, as
+    PyTorch's max-pool gradient and hence Zennit route it. Ties are common on real images:
+    blank background gives identical activations in a whole window."""
+
+    ties: str = "split"
     serves = (MaxPool2d,)
+    primary = ("ties",)
+
+    def __post_init__(self):
+        if self.ties not in ("split", "first"):
+            raise MinilrpError(f"WinnerTakeAll ties must be 'split' or 'first', got {self.ties!r}")
 
     def relevance(self, layer, a, R, ctx=None):
-        out = kernels.maxpool_forward(a, layer.kernel_size, layer.stride)[0]
-        R_in = kernels.maxpool_relevance(a, out, R, layer.kernel_size, layer.stride)
+        K, S = layer.kernel_size, layer.stride
+        out, arg = kernels.maxpool_forward(a, K, S)
+        if self.ties == "first":
+            R_in = kernels.maxpool_backward(R, arg, K, S, a.shape)
+        else:
+            R_in = kernels.maxpool_relevance(a, out, R, K, S)
         zero = np.zeros(len(R), R.dtype)
         return R_in, {"bias": zero, "stabiliser": zero, "dropped": zero}
 

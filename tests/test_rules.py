@@ -158,3 +158,24 @@ def test_no_nan_where_denominator_vanishes():
     R_in, shares = LRP0().relevance(layer, a, np.array([[1.0, 2.0]]))
     assert np.all(np.isfinite(R_in)) and np.all(R_in == 0)
     assert shares["dropped"][0] == 3.0
+
+
+def test_wta_first_tie_routes_like_the_gradient():
+    a = np.zeros((1, 1, 2, 2))
+    a[0, 0, 0, 1] = a[0, 0, 1, 0] = 3.0
+    layer = MaxPool2d(2)
+    layer.forward(a)
+    R_in, _ = WinnerTakeAll(ties="first").relevance(layer, a, np.array([[[[4.0]]]]))
+    np.testing.assert_array_equal(R_in[0, 0], [[0, 4], [0, 0]])
+    np.testing.assert_array_equal(R_in, layer.backward(np.array([[[[4.0]]]])))
+    with pytest.raises(MinilrpError, match="ties must be"):
+        WinnerTakeAll(ties="last")
+
+
+def test_label_of_a_users_own_rule():
+    class Mine(Epsilon.__mro__[1]):  # a plain subclass of Rule, not a dataclass
+        def relevance(self, layer, a, R, ctx=None):
+            return Epsilon(0.0).relevance(layer, a, R, ctx)
+    assert "Mine" in Mine().label()
+    assert AlphaBeta(2, 1).label() == "AlphaBeta(alpha=2, beta=1)"
+    assert WinnerTakeAll().label() == "WinnerTakeAll(ties=split)"

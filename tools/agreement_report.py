@@ -17,9 +17,8 @@ x one-hot (one-hot for ``gradient``), and reports
 Max pooling: Zennit sends a window's relevance to its *first* maximum (PyTorch's max_pool2d
 backward); minilrp's default rule (WinnerTakeAll) splits ties evenly. Where tied windows carry
 relevance the two differ, so on networks with max pooling each method is compared twice more,
-each time with the same semantics on both sides: minilrp with its max-pool rule replaced by
-``FirstMax`` (relevance follows minilrp's own gradient routing: the first maximum in row-major
-order) against stock Zennit, and minilrp's default against Zennit plus a tie-splitting max-pool
+each time with the same semantics on both sides: minilrp with ``WinnerTakeAll(ties="first")``
+(all of a window's relevance to its first maximum in row-major order) against stock Zennit, and minilrp's default against Zennit plus a tie-splitting max-pool
 hook (``heatmap_tiesplit`` in the reference file). Single rules on AvgPool2d: see ZENNIT_AVGPOOL.
 
 Exit status 1 when a comparison with consistent semantics exceeds GATE = 1e-5.
@@ -40,33 +39,13 @@ GATE = 1e-5
 ELEMENT_FLOOR = 1e-3
 
 
-def _rule_classes():
-    from dataclasses import dataclass
-
-    from minilrp.layers import MaxPool2d
-    from minilrp.rules import Rule
-
-    @dataclass(frozen=True)
-    class FirstMax(Rule):
-        """Max-pool relevance routed like the gradient: all of a window's relevance to its
-        first maximum (row-major), as PyTorch's max_pool2d backward and hence Zennit."""
-
-        serves = (MaxPool2d,)
-
-        def relevance(self, layer, a, R, ctx=None):
-            zero = np.zeros(len(R), R.dtype)
-            return layer.backward(np.ascontiguousarray(R)), {"bias": zero, "stabiliser": zero, "dropped": zero}
-
-    return FirstMax
-
-
 def minilrp_spec(method, first_max=False, zennit_avgpool=False):
     """minilrp's composite for a method name of tools/zennit_reference.METHODS (None: the
     plain gradient). ``first_max``: max pools route relevance to the first maximum (Zennit's
     semantics). ``zennit_avgpool``: for the single-rule methods of ZENNIT_AVGPOOL, average
     pools get the rule Zennit effectively applies to them (see there)."""
     from minilrp.composites import PRESETS, Composite, get_composite
-    from minilrp.rules import Flat
+    from minilrp.rules import Flat, WinnerTakeAll
 
     if method == "gradient":
         return None
@@ -76,7 +55,7 @@ def minilrp_spec(method, first_max=False, zennit_avgpool=False):
         comp = get_composite(method)
     else:
         raise KeyError(f"no minilrp counterpart for method {method!r}")
-    maxpool = _rule_classes()() if first_max else None
+    maxpool = WinnerTakeAll(ties="first") if first_max else None
     avgpool = ZENNIT_AVGPOOL.get(method) if zennit_avgpool else None
     return _swap(comp, maxpool, avgpool) if (maxpool or avgpool) else comp
 
@@ -87,9 +66,9 @@ def minilrp_spec(method, first_max=False, zennit_avgpool=False):
 #       every term (AlphaBeta: alpha - beta = 1 times Epsilon);
 #   WSquare, Flat  feed ones through the pool's own weights: R_j = sum_k R_k / (n_k + K^2 eps)
 #       (n_k = in-image taps), i.e. minilrp's Flat with epsilon K^2 x 1e-6.
-# minilrp applies the rule to AvgPool2d as the linear layer with fixed weights 1/K^2: AlphaBeta
-# then gives alpha x Epsilon (no negative weights, so the beta term is 0), Gamma Epsilon with eps
-# / (1 + gamma), WSquare and Flat their formula with eps added to sum w^2 = n/K^4 or sum 1 = n.
+# minilrp's composites give average pools Epsilon in place of Gamma, AlphaBeta and ZPlus (the
+# same as Zennit's effective rule), and apply WSquare and Flat to the pool's fixed weights 1/K^2
+# (eps added to sum w^2 = n/K^4 or sum 1 = n), which differs from Zennit's effective Flat.
 def _zennit_avgpool_rule(method, layer):
     from minilrp.rules import Epsilon, Flat
     if method in ("Gamma", "AlphaBeta", "ZPlus"):
@@ -108,7 +87,7 @@ def _swap(comp, maxpool=None, avgpool=None):
 
     class Swapped(Composite):
         def __init__(self):
-            super().__init__(comp.name + ("+FirstMax" if maxpool else "") + ("+ZennitAvgPool" if avgpool else ""))
+            super().__init__(comp.name + ("+ties=first" if maxpool else "") + ("+ZennitAvgPool" if avgpool else ""))
 
         def rules(self, net):
             from minilrp.layers import AvgPool2d, MaxPool2d
@@ -250,8 +229,10 @@ def markdown(meta, rows):
               "'-': the network has no max pooling."]
     if notes:
         lines += ["(a) single rule on AvgPool2d: Zennit's ParamMod rules leave the parameter-less pool "
-                  "unmodified (Gamma/AlphaBeta/ZPlus act as Epsilon(1e-6); WSquare/Flat as Flat with "
-                  "eps x K^2); the last two columns give minilrp's AvgPool2d that effective rule, the first error column does not."]
+                  "unmodified (Gamma/AlphaBeta/ZPlus act as Epsilon(1e-6), as minilrp's composites give "
+                  "average pools; WSquare/Flat as Flat with eps x K^2, where minilrp applies the rule to the "
+                  "pool's 1/K^2 weights); the last two columns give minilrp's AvgPool2d Zennit's effective "
+                  "rule, the first error column does not."]
     return "\n".join(lines)
 
 
