@@ -130,28 +130,31 @@ def test_peak_memory_is_bounded_by_the_batch_not_the_images(world):
     assert large < 2 * small and large < all_images / 4
 
 
-def main():
+def main(rounds=5):
+    """Medians over ``rounds`` interleaved rounds (each round runs every implementation once, so a
+    load change on a shared machine hits all of them alike), the ratios, and peak memory."""
     net, x, heat, target = setup()
     model = torch_model(net)
     ref = run_minilrp(net, x, heat, target)
     np.testing.assert_allclose(run_torch(model, x, heat, target), ref, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(run_quantus(model, x[:64], heat[:64], target[:64]),
+                               ref[:64, :1] - ref[:64, 1:], rtol=1e-4, atol=1e-3)
     runs = {"minilrp": lambda: run_minilrp(net, x, heat, target),
             "torch hand-batched": lambda: run_torch(model, x, heat, target),
             "Quantus RegionPerturbation": lambda: run_quantus(model, x, heat, target)}
-    med = {}
-    for name, fn in runs.items():
-        fn()
-        times = []
-        for _ in range(3 if "Quantus" in name else 5):
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
             t = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t)
-        med[name] = statistics.median(times)
-        print(f"{name:28s} median {med[name]:.3f} s  ({', '.join(f'{v:.3f}' for v in times)})")
+            times[name].append(time.perf_counter() - t)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    for name, v in times.items():
+        print(f"{name:28s} median {med[name]:.3f} s  ({', '.join(f'{t:.3f}' for t in v)})")
     print(f"ratio minilrp / Quantus:            {med['minilrp'] / med['Quantus RegionPerturbation']:.3f}")
     print(f"ratio minilrp / torch hand-batched: {med['minilrp'] / med['torch hand-batched']:.3f}")
-    print(f"peak memory 250 / 1000 images: {peak_memory(net, x[:250], heat[:250], target[:250]) / 2**20:.1f} / "
-          f"{peak_memory(net, x, heat, target) / 2**20:.1f} MiB")
+    print(f"peak traced memory, 250 / 1000 images: {peak_memory(net, x[:250], heat[:250], target[:250]) / 2**20:.1f}"
+          f" / {peak_memory(net, x, heat, target) / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":

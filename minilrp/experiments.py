@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shlex
 import sys
@@ -30,7 +31,7 @@ from . import perturbation as P
 from . import sensitivity
 from .errors import MinilrpError
 
-DEFAULT_COMPOSITES = ("EpsilonGammaBox", "EpsilonPlusFlat", "EpsilonAlpha2Beta1", "Epsilon")
+DEFAULT_COMPOSITES = ("EpsilonGammaBox", "EpsilonPlusFlat", "EpsilonAlpha2Beta1")
 DEFAULT_PERTURBATIONS = ("uniform", "constant:background")
 COMBOS = ("sa_not_lrp", "lrp_negative", "counter_evidence", "consensus_irrelevant")
 Z95 = 1.959964
@@ -121,6 +122,8 @@ def parse(argv=None):
     e.add_argument("--quick", action="store_true",
                    help="a small, fast run for tests: 24 images, two composites, 1 oracle draw")
     e.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    e.add_argument("--report-only", action="store_true",
+                   help="redo tables, figures and verdicts from the files of an earlier run in --out")
     return p.parse_args(argv)
 
 
@@ -173,7 +176,7 @@ def run_perturbation(args, command):
              + n_random * (args.n_draws - 1) * (len(orders) + 2) * per_curve
              + sum(N * R * (oracle_draws if p.stochastic else 1) for p in perts if oracle_draws))
     bar = Progress(total, enabled=not args.no_progress)
-    curves = {}
+    curves, oracle_orders = {}, {}
     for pert in perts:
         name = pert.name
         run_orders = dict(orders)
@@ -187,6 +190,8 @@ def run_perturbation(args, command):
                                   score=args.score, batch_size=args.batch_size, progress=prog)
             run_orders[("Oracle", "MoRF")] = P.order_regions(osc, "morf", args.seed)
             run_orders[("Oracle", "LeRF")] = P.order_regions(osc, "lerf", args.seed)
+            oracle_orders[(name, "Oracle", "MoRF")] = run_orders[("Oracle", "MoRF")]
+            oracle_orders[(name, "Oracle", "LeRF")] = run_orders[("Oracle", "LeRF")]
         for key, order in run_orders.items():
             tick = [0]
 
@@ -199,23 +204,54 @@ def run_perturbation(args, command):
         for c in composites:  # (b): alias of LRP's LeRF
             curves[(name, f"SA + LRP {c}", "lrp_negative")] = curves[(name, f"LRP {c}", "LeRF")]
     bar.close()
-    elapsed = time.perf_counter() - t_start
-
-    os.makedirs(args.out, exist_ok=True)
-    rows = analyse(curves, orders, perts, composites, blank, L, oracle_draws > 0)
-    write_csv(os.path.join(args.out, "results.csv"), rows)
-    np.savez_compressed(os.path.join(args.out, "curves.npz"),
-                        **{"|".join(k): v.astype(np.float32) for k, v in curves.items()})
-    figures = write_figures(args.out, curves, perts, composites, x, scores, regions, predicted,
-                            classes, oracle_draws > 0)
     settings = dict(model=args.model, n_images=N, accuracy=float((predicted == labels).mean()),
-                    image_shape=x.shape[1:], region_size=regions.size, n_regions=R, steps=L,
-                    perturbations=[p.name for p in perts], composites=composites, seed=args.seed,
+                    image_shape=list(x.shape[1:]), region_size=regions.size, n_regions=R, steps=L,
+                    perturbations=[p.name for p in perts], composites=list(composites), seed=args.seed,
                     n_draws=args.n_draws, oracle_draws=oracle_draws, score=args.score,
-                    batch_size=args.batch_size, elapsed=elapsed,
-                    n_forward=total + N)
-    report = write_markdown(os.path.join(args.out, "results.md"), rows, settings, perts,
-                            composites, command, figures, oracle_draws > 0)
+                    batch_size=args.batch_size, elapsed=time.perf_counter() - t_start,
+                    n_distorted=total, command=command)
+    os.makedirs(args.out, exist_ok=True)
+    np.savez_compressed(os.path.join(args.out, "curves.npz"), **{"|".join(k): v for k, v in curves.items()})
+    np.savez_compressed(os.path.join(args.out, "orders.npz"), blank=blank,
+                        **{"|".join(k): v.astype(np.int32) for k, v in {**orders, **oracle_orders}.items()})
+    with open(os.path.join(args.out, "settings.json"), "w") as f:
+        json.dump(settings, f, indent=1)
+    return write_report(args.out, net, x[:8], classes)
+
+
+def write_report(out, net=None, x8=None, classes=None):
+    """Tables, figures and verdicts from the files a run left in ``out`` (curves.npz,
+    orders.npz, settings.json): ``--report-only`` redoes them without recomputing the curves."""
+    from .data import load_model, load_samples
+    for name in ("settings.json", "curves.npz", "orders.npz"):
+        if not os.path.exists(os.path.join(out, name)):
+            raise MinilrpError(f"{os.path.join(out, name)} not found: --report-only needs the files "
+                               "of an earlier run in --out")
+    with open(os.path.join(out, "settings.json")) as f:
+        settings = json.load(f)
+    with np.load(os.path.join(out, "curves.npz")) as f:
+        curves = {tuple(k.split("|")): f[k] for k in f.files}
+    with np.load(os.path.join(out, "orders.npz")) as f:
+        blank = f["blank"]
+        orders = {tuple(k.split("|")): f[k].astype(np.int64) for k in f.files if k != "blank"}
+    if net is None:
+        net = load_model(settings["model"])
+        images, _, classes = load_samples()
+        x8 = net.preprocess(images[:min(8, settings["n_images"])])
+    perts = [P.get_perturbation(p) for p in settings["perturbations"]]
+    composites = settings["composites"]
+    oracle = settings["oracle_draws"] > 0
+    rows = analyse(curves, orders, perts, composites, blank, settings["steps"], oracle)
+    write_csv(os.path.join(out, "results.csv"), rows)
+    regions = P.grid(x8.shape[1:], settings["region_size"])
+    main_lrp = composites[0]
+    scores8 = {"SA": P.region_scores(sensitivity.sa(net, x8), regions),
+               f"LRP {main_lrp}": P.region_scores(net.relevance(x8, main_lrp), regions)}
+    predicted8 = net.forward(x8).argmax(1)
+    figures = write_figures(out, curves, perts, composites, x8, scores8, regions, predicted8,
+                            classes, oracle)
+    report = write_markdown(os.path.join(out, "results.md"), rows, settings, perts,
+                            composites, settings["command"], figures, oracle)
     return report, rows
 
 
@@ -244,7 +280,7 @@ def analyse(curves, orders, perts, composites, blank, L, oracle):
                     share = (s["mean"] - a_rand.mean()) / (a_or_m - a_rand.mean())
                 else:
                     share = (a_rand.mean() - s["mean"]) / (a_rand.mean() - a_or_l)
-            order = orders.get((method, ordering))
+            order = orders.get((method, ordering), orders.get((name, method, ordering)))
             if order is None and ordering == "lrp_negative":
                 order = orders[(method.replace("SA + ", ""), "LeRF")]
             first = (np.take_along_axis(blank, order[:, :q], axis=1).mean()
@@ -290,7 +326,7 @@ def write_figures(out, curves, perts, composites, x, scores, regions, predicted,
             sel["Oracle LeRF"] = curves[(name, "Oracle", "LeRF")]
         sel["Random"] = curves[(name, "Random", "random")]
         P.plot_curves(sel, ax=axes[2], relative="Random",
-                      title=f"inessential-first orderings minus random, {name}")
+                      title=f"inessential first, minus random, {name}")
         path = f"curves_{_slug(name)}.png"
         fig.savefig(os.path.join(out, path), dpi=110)
         figs.append(path)
@@ -318,17 +354,27 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
     s = settings
     lines = [f"# Region perturbation on {s['model']}", "",
              f"Command: `{command}`", "",
-             f"{s['n_images']} test images {s['image_shape']} (accuracy {100 * s['accuracy']:.1f}%; "
+             f"{s['n_images']} test images {tuple(s['image_shape'])} (accuracy {100 * s['accuracy']:.1f}%; "
              f"target = the predicted class), {s['region_size']}x{s['region_size']} regions "
              f"({s['n_regions']}), {s['steps']} cumulative steps; score = target {s['score']}; "
              f"seed {s['seed']}; {s['n_draws']} noise draw(s) per step; oracle: "
              + (f"{s['oracle_draws']} draw(s) per region" if oracle else "off")
-             + f"; {s['n_forward']} forward passes in {s['elapsed']:.1f} s.", "",
+             + f"; {s['n_distorted']} distorted images scored in {s['elapsed']:.1f} s "
+             "(steps that change no pixel reuse the previous score).", "",
              "AOPC = 1/(L+1) sum_k (f(x_0) - f(x_k)) averaged over images ± standard error. "
              "`rand - AOPC`: paired difference from the random ordering (positive = the score stays "
              "higher than under random) with its 95% interval. `oracle`: share of the oracle's "
              "achievable drop (MoRF) or rise (others) relative to random. `blank`: fraction of "
              "the first quarter of distorted regions that are pure background.", ""]
+    lines += summary(rows, perts, composites, oracle, row)
+    lines += ["### Verdicts at a glance", "",
+              "yes = holds (95% interval of the paired difference above 0), NO = the opposite holds, "
+              "? = inconclusive.", "",
+              "| perturbation | (i) LRP > SA, per composite | (i) SA > random | (ii) combination above random, per composite: (a) (b) (c) (d) |",
+              "|---|---|---|---|"]
+    for pert in perts:
+        lines.append(glance(rows, pert.name, composites, row))
+    lines.append("")
     for pert in perts:
         p = pert.name
         lines += [f"## Perturbation `{p}`", "",
@@ -358,12 +404,7 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
                          f"{_f(r['blank_first_quarter'], 2)} | {r['rise_first_quarter']:+.3f} |")
         lines += ["", f"![curves](curves_{_slug(p)}.png)", ""]
         lines += verdicts(rows, p, composites, row)
-    lines += ["## Verdicts at a glance", "",
-              "| perturbation | (i) LRP > SA (per composite) | (i) SA > random | (ii) combination above random (per combination) |",
-              "|---|---|---|---|"]
-    for pert in perts:
-        lines.append(glance(rows, pert.name, composites, row))
-    lines += ["", "![disagreement](disagreement.png)", "",
+    lines += ["## SA versus LRP, region by region", "", "![disagreement](disagreement.png)", "",
               "Blank = every pixel of the region equals the data's background value. Under a constant "
               "fill equal to the background, distorting a blank region changes nothing; under "
               "uniform noise it draws new strokes there. Rules whose relevance is proportional to "
@@ -373,6 +414,37 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
     with open(path, "w") as f:
         f.write(text)
     return text
+
+
+def summary(rows, perts, composites, oracle, row):
+    """The two cross-perturbation tables (for the README)."""
+    names = [p.name for p in perts]
+    out = ["## Summary", "",
+           "AOPC ± standard error (larger under MoRF = the heatmap finds what the score depends on; "
+           "smaller under LeRF = it finds what does not matter, negative = the score rose):", "",
+           "| method | " + " | ".join(f"MoRF, `{p}`" for p in names) + " | "
+           + " | ".join(f"LeRF, `{p}`" for p in names) + " |",
+           "|---|" + "---|" * (2 * len(names))]
+    methods = ["SA", "Gradient x Input"] + [f"LRP {c}" for c in composites] + (["Oracle"] if oracle else [])
+    for m in methods:
+        out.append(f"| {m} | " + " | ".join(_pm(row(p, m, "MoRF")) for p in names) + " | "
+                   + " | ".join(_pm(row(p, m, "LeRF")) for p in names) + " |")
+    out.append("| Random | " + " | ".join(_pm(row(p, "Random", "random")) for p in names * 2) + " |")
+    out += ["", "Inessential-first orderings: AOPC(random) - AOPC, paired, with its 95% interval "
+            "(positive = the score stays higher than under the random ordering):", "",
+            "| ordering | " + " | ".join(f"`{p}`" for p in names) + " |", "|---|" + "---|" * len(names)]
+    for c in composites:
+        for combo in COMBOS:
+            out.append(f"| {P.COMBINED[combo].split(' ', 1)[0]} {combo}, SA + LRP {c} | " + " | ".join(
+                _interval(row(p, f'SA + LRP {c}', combo)['random_minus_aopc'],
+                          row(p, f'SA + LRP {c}', combo)['random_minus_low'],
+                          row(p, f'SA + LRP {c}', combo)['random_minus_high']) for p in names) + " |")
+    for m in ["SA", "Gradient x Input"] + (["Oracle"] if oracle else []):
+        out.append(f"| LeRF, {m} | " + " | ".join(
+            _interval(row(p, m, "LeRF")["random_minus_aopc"], row(p, m, "LeRF")["random_minus_low"],
+                      row(p, m, "LeRF")["random_minus_high"]) for p in names) + " |")
+    out.append("")
+    return out
 
 
 def _interval(m, lo, hi):
@@ -427,7 +499,9 @@ def main(argv=None):
     command = "python -m minilrp.experiments " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
-        if args.experiment == "perturbation":
+        if args.experiment == "perturbation" and args.report_only:
+            report, _ = write_report(args.out)
+        elif args.experiment == "perturbation":
             report, _ = run_perturbation(args, command)
     except MinilrpError as e:
         print(f"error: {e}", file=sys.stderr)

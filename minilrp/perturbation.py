@@ -346,6 +346,7 @@ class Perturbation:
 
     name = "perturbation"
     stochastic = False  # True when different draws give different fills
+    mask_independent = True  # apply() is np.where(mask, fill, x): the fill ignores the mask
 
     def resolve(self, net, x):
         """A copy bound to ``net``'s valid input range and the images x (N, C, H, W)."""
@@ -475,6 +476,7 @@ class NoisyLinearImputation(Perturbation):
     of the evaluation images (plus the noise)."""
 
     stochastic = True
+    mask_independent = False
 
     def __init__(self, noise=0.01):
         if not np.isfinite(noise) or noise < 0:
@@ -646,6 +648,38 @@ def _check_regions(regions, x):
                            f"images of size {x.shape[2:]}")
 
 
+def _changed_regions(pert, x, labels, R, seed, stream, D):
+    """(N, D, R) bool: does distorting region r of image n (draw d) change any pixel? False where
+    the fill equals the image (a constant fill equal to the background, on blank regions): that
+    step's image equals the previous one, so it is not scored again. Always True for fills
+    that depend on the whole mask (ROAD)."""
+    N = len(x)
+    if not pert.mask_independent:
+        return np.ones((N, D, R), bool)
+    changed = np.empty((N, D, R), bool)
+    for n in range(N):
+        for d in range(D):
+            diff = (pert.draw(x[n], _rng(seed, stream, n, d)) != x[n]).any(axis=0)
+            lab = labels[n][diff]
+            changed[n, d] = np.bincount(lab[lab >= 0], minlength=R) > 0
+    return changed
+
+
+def _score_items(net, x, pert, t, score, seed, stream, D, img, draw, masks, batch_size, report):
+    """Scores of the distorted images of items i: image img[i], fill draw draw[i], mask
+    masks(selection) -> (B, H, W); in batches of batch_size, each batch's fills drawn from the
+    per-(image, draw) streams. report(i) after each batch (i = last item done)."""
+    out = np.empty(len(img))
+    for s in range(0, len(img), batch_size):
+        sel = slice(s, s + batch_size)
+        pairs, inverse = np.unique(img[sel] * D + draw[sel], return_inverse=True)
+        fills = np.stack([pert.draw(x[p // D], _rng(seed, stream, p // D, p % D)) for p in pairs])
+        xb = pert.apply(x[img[sel]], fills[inverse.reshape(-1)], masks(sel))
+        out[sel] = _score(net.forward(xb), t[img[sel]], score)
+        report(min(s + batch_size, len(img)) - 1)
+    return out
+
+
 def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform", *, target=None,
                         score="logit", steps=None, n_draws=1, seed=0, batch_size=DEFAULT_BATCH,
                         progress=None) -> np.ndarray:
@@ -657,9 +691,11 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     score: "logit" or "probability" (softmax); n_draws: for stochastic fills, the curve is the
     mean over that many independent fills (deterministic fills use one).
 
-    All L * n_draws distorted images of an image are built up front from the image's fills and
-    scored with the images of neighbouring images in batches of at most ``batch_size``: memory is
-    bounded by the batch size, not by N. progress: optional callable(done, total) in images."""
+    All L * n_draws distorted images are built from each image's fills (one per draw, from the
+    stream (seed, image, draw)) and scored in batches of at most ``batch_size`` images: memory is
+    bounded by the batch size, not by N. A step whose region the fill leaves unchanged (a
+    constant equal to the background on a blank region) repeats the previous step's score
+    without a forward pass. progress: optional callable(done, total), in distorted images."""
     x = _check_images(net, x)
     N = len(x)
     _check_regions(regions, x)
@@ -679,26 +715,27 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     out[:, 0, :] = _score(clean, t, score)[:, None]
     if L == 0:
         return out[:, :, 0]
-    ranks = _pixel_ranks(regions.per_image(N), order[:, :L], R)
-    per_image = L * D
-    chunk = max(1, batch_size // per_image)
-    step_of = np.arange(per_image) // D + 1   # item j of an image: step 1 + j // D, draw j % D
-    draw_of = np.arange(per_image) % D
-    total, done = N * per_image, 0
-    for a in range(0, N, chunk):
-        b = min(N, a + chunk)
-        fills = np.stack([[pert.draw(x[n], _rng(seed, _FILL, n, d)) for d in range(D)]
-                          for n in range(a, b)])   # (n, D, C, H, W)
-        items = np.arange((b - a) * per_image)
-        for s in range(0, len(items), batch_size):
-            j = items[s:s + batch_size]
-            img, k, d = j // per_image, step_of[j % per_image], draw_of[j % per_image]
-            mask = ranks[a + img] < k[:, None, None]
-            xb = pert.apply(x[a + img], fills[img, d], mask)
-            out[a + img, k, d] = _score(net.forward(xb), t[a + img], score)
-            done += len(j)
-            if progress is not None:
-                progress(done, total)
+    labels = regions.per_image(N)
+    ranks = _pixel_ranks(labels, order[:, :L], R)
+    # src[n, k, d]: the step whose image x_k equals (k itself unless step k changed nothing)
+    changed = _changed_regions(pert, x, labels, R, seed, _FILL, D)          # (N, D, R)
+    new = np.take_along_axis(changed, order[:, None, :L], axis=2).transpose(0, 2, 1)  # (N, L, D)
+    steps_ = np.arange(1, L + 1)[None, :, None]
+    src = np.concatenate([np.zeros((N, 1, D), np.int64),
+                          np.maximum.accumulate(np.where(new, steps_, 0), axis=1)], axis=1)
+    img, k, d = np.nonzero(new)
+    k = k + 1
+    total = N * L * D
+
+    def report(i):
+        if progress is not None:
+            progress(total if i == len(img) - 1 else int(img[i] * L * D + (k[i] - 1) * D + d[i] + 1), total)
+
+    out[img, k, d] = _score_items(net, x, pert, t, score, seed, _FILL, D, img, d,
+                                  lambda sel: ranks[img[sel]] < k[sel, None, None], batch_size, report)
+    if len(img) == 0 and progress is not None:
+        progress(total, total)
+    out = np.take_along_axis(out, src, axis=1)
     return out.mean(axis=2) if D > 1 else out[:, :, 0]
 
 
@@ -708,10 +745,10 @@ def oracle_scores(net, x, regions: Regions, perturbation="uniform", *, target=No
     distorted) -> (N, R), large = distorting it hurts the score most.
 
     Ordered with "morf" ("lerf") it is the *oracle* ordering: the best MoRF (LeRF) any heatmap
-    of single regions could achieve under this perturbation, to first order (a greedy
-    single-region ranking; the cumulative optimum is a hard search, so this is a strong, not a
-    provable, bound). Its draws are independent of the curves' draws (own stream), so it is not
-    fitted to the very noise the curves then use."""
+    could achieve under this perturbation *to first order*: it ranks regions by their effect
+    alone, and a cumulative curve also depends on how regions interact (a heatmap can beat it
+    when, say, two regions matter only together). Its draws are independent of the curves'
+    draws (own stream), so it is not fitted to the very noise the curves then use."""
     x = _check_images(net, x)
     N = len(x)
     _check_regions(regions, x)
@@ -726,24 +763,19 @@ def oracle_scores(net, x, regions: Regions, perturbation="uniform", *, target=No
     t = net.targets(target, clean)
     f0 = _score(clean, t, score)
     labels = regions.per_image(N)
-    out = np.empty((N, R, D))
-    per_image = R * D
-    chunk = max(1, batch_size // per_image)
-    total, done = N * per_image, 0
-    for a in range(0, N, chunk):
-        b = min(N, a + chunk)
-        fills = np.stack([[pert.draw(x[n], _rng(seed, _ORACLE, n, d)) for d in range(D)]
-                          for n in range(a, b)])
-        items = np.arange((b - a) * per_image)
-        for s in range(0, len(items), batch_size):
-            j = items[s:s + batch_size]
-            img, r, d = j // per_image, (j % per_image) // D, j % D
-            mask = labels[a + img] == r[:, None, None]
-            xb = pert.apply(x[a + img], fills[img, d], mask)
-            out[a + img, r, d] = _score(net.forward(xb), t[a + img], score)
-            done += len(j)
-            if progress is not None:
-                progress(done, total)
+    out = np.repeat(f0[:, None, None], R, axis=1).repeat(D, axis=2)  # unchanged regions: f(x)
+    changed = _changed_regions(pert, x, labels, R, seed, _ORACLE, D).transpose(0, 2, 1)  # (N, R, D)
+    img, r, d = np.nonzero(changed)
+    total = N * R * D
+
+    def report(i):
+        if progress is not None:
+            progress(total if i == len(img) - 1 else int(img[i] * R * D + r[i] * D + d[i] + 1), total)
+
+    out[img, r, d] = _score_items(net, x, pert, t, score, seed, _ORACLE, D, img, d,
+                                  lambda sel: labels[img[sel]] == r[sel, None, None], batch_size, report)
+    if len(img) == 0 and progress is not None:
+        progress(total, total)
     return f0[:, None] - out.mean(axis=2)
 
 
@@ -854,7 +886,7 @@ def plot_curves(curves: dict, relative=None, band="se", title=None, ylabel=None,
     ax.set_xlabel("perturbation step k (regions distorted)")
     ax.set_ylabel(ylabel or ("score minus the baseline's" if relative else "mean class score f(x_k)"))
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
