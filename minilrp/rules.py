@@ -39,7 +39,8 @@ LINEAR = (Dense, Conv2d, AvgPool2d)
 
 def sign0(z):
     """sign with sign0(0) = +1: the stabiliser pushes a zero denominator up, never to 0."""
-    return np.where(z >= 0, 1, -1).astype(z.dtype)
+    one = z.dtype.type(1)
+    return np.where(z >= 0, one, -one)
 
 
 def per_example(x):
