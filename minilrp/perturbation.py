@@ -12,9 +12,12 @@ learned". A good heatmap puts the regions the classifier relies on first: distor
       -- perturbation_curves -->                 (N, L + 1)  f(x_0), f(x_1), ..., f(x_L)
       -- aopc / abpc / relative_to / summarize -> numbers;  plot_curves -> a matplotlib Figure
 
-x_k is x with the first k regions of the order replaced *cumulatively*: every perturbed image of
-every step is built up front from one fill per image (and draw) and scored in memory-bounded
-batches, never one forward call per step. Everything random is seeded per image (a stream keyed
+x_k is x with the first k regions of the order replaced *cumulatively*: the masks of all L steps
+are computed up front, every distorted image is built from one fill per image (and draw), and all
+of them are scored in memory-bounded batches, never one forward call per step (a step that changes
+no pixel, e.g. a background-coloured fill on a blank region, reuses the previous score).
+:func:`oracle_scores` measures each region's effect alone: ordered, the best curve a heatmap could
+reach under the same fill, to first order. Everything random is seeded per image (a stream keyed
 by ``(seed, purpose, image index, draw)``), so results do not depend on the batch size, and every
 method is scored on the *same* noise draws of an image (common random numbers: differences between
 methods are not drowned in noise differences).
