@@ -126,6 +126,106 @@ def _maxpool(x, K, stride, out, arg, c_lo, c_hi, b_lo, b_hi):
                 arg[p, oy, ox] = bi
 
 
+@njit(cache=True, nogil=True, boundscheck=False)
+def _maxpool_route(x, out, arg, R, K, stride, split, res, c_lo, c_hi, b_lo, b_hi):
+    """Max-pool routing for planes p in [b_lo, b_hi): res[p] += R[p, oy, ox] at the window's
+    argmax ``arg`` (the gradient), or, with ``split``, shared evenly among all window
+    entries equal to the maximum ``out`` (x: the pool input). res must be zeroed. Windows
+    with R = 0 (common: relevance vanishes with the activation) are skipped."""
+    Ho, Wo = R.shape[1], R.shape[2]
+    for p in range(b_lo, b_hi):
+        for oy in range(Ho):
+            for ox in range(Wo):
+                r = R[p, oy, ox]
+                if r == 0:
+                    continue
+                y0 = oy * stride
+                x0 = ox * stride
+                k = arg[p, oy, ox]
+                count = 1
+                if split:
+                    m = out[p, oy, ox]
+                    count = 0
+                    for i in range(K):
+                        for j in range(K):
+                            if x[p, y0 + i, x0 + j] == m:
+                                count += 1
+                if count == 1:
+                    res[p, y0 + k // K, x0 + k % K] += r
+                    continue
+                share = r / count
+                for i in range(K):
+                    for j in range(K):
+                        if x[p, y0 + i, x0 + j] == m:
+                            res[p, y0 + i, x0 + j] += share
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma, S, shares,
+                     c_lo, c_hi, b_lo, b_hi):
+    """The element-wise steps of the two-term LRP rules in one pass, for images [b_lo, b_hi).
+
+    PQ (N, 2Co, L): P = a w+ and Q = a w- stacked (Q absent when PQ has Co channels);
+    R (N, Co, L). Denominators d_p = ap P + bp Q + bias_p[k], d_n = an P + bn Q + bias_n[k],
+    stabilised s(d) = d + eps sign0(d). gamma: use d_p only where z = P + Q + bias > 0 and
+    d_n only where z < 0 (LRP-gamma); else both everywhere (alpha-beta). Writes
+    S[:, :Co] = cp R / s(d_p), S[:, Co:] = cn R / s(d_n) (0 where unused or s(d) = 0), and
+    per image into shares (N, 5): bias, stabiliser, dropped, positive (sum S_p P),
+    negative (-sum S_n Q)."""
+    Co, L = R.shape[1], R.shape[2]
+    two = PQ.shape[1] == 2 * Co
+    for n in range(b_lo, b_hi):
+        sb = 0.0
+        ss = 0.0
+        sd = 0.0
+        sp_sum = 0.0
+        sn_sum = 0.0
+        for k in range(Co):
+            bk, bpk, bnk = bias[k], bias_p[k], bias_n[k]
+            for l in range(L):
+                r = R[n, k, l]
+                P = PQ[n, k, l]
+                Q = PQ[n, Co + k, l] if two else 0.0
+                use_p = True
+                use_n = two
+                if gamma:
+                    z = P + Q + bk
+                    use_p = z > 0
+                    use_n = z < 0
+                    if z == 0:
+                        sd += r
+                s_p = 0.0
+                if use_p:
+                    d = ap * P + bp * Q + bpk
+                    st = d + eps if d >= 0 else d - eps
+                    if st == 0:
+                        sd += cp * r
+                    else:
+                        s_p = cp * r / st
+                        sb += s_p * bpk
+                        ss += s_p * (st - d)
+                        sp_sum += s_p * P
+                S[n, k, l] = s_p
+                if two:
+                    s_n = 0.0
+                    if use_n:
+                        d = an * P + bn * Q + bnk
+                        st = d + eps if d >= 0 else d - eps
+                        if st == 0:
+                            sd += cn * r
+                        else:
+                            s_n = cn * r / st
+                            sb += s_n * bnk
+                            ss += s_n * (st - d)
+                            sn_sum -= s_n * Q
+                    S[n, Co + k, l] = s_n
+        shares[n, 0] = sb
+        shares[n, 1] = ss
+        shares[n, 2] = sd
+        shares[n, 3] = sp_sum
+        shares[n, 4] = sn_sum
+
+
 # --------------------------------------------------------------------------------------
 # im2col / col2im and their twins
 # --------------------------------------------------------------------------------------
@@ -335,21 +435,80 @@ def maxpool_forward_ref(x, K, stride):
     return cols.max(axis=0).reshape(shape), cols.argmax(axis=0).reshape(shape)
 
 
+def _route(x, out, arg, R, K, stride, in_shape, split):
+    N, C, H, W = in_shape
+    res = np.zeros((N * C, H, W), R.dtype)
+    per_plane = (N * C,) + R.shape[2:]
+    args = (np.ascontiguousarray(x).reshape(N * C, H, W) if split else res,
+            np.ascontiguousarray(out).reshape(per_plane) if split else R.reshape(per_plane),
+            np.ascontiguousarray(arg).reshape(per_plane),
+            np.ascontiguousarray(R).reshape(per_plane), K, stride, split, res)
+    _split(_maxpool_route, args, 1, N * C, res.size)
+    return res.reshape(in_shape)
+
+
 def maxpool_backward(g, arg, K, stride, in_shape):
     """Route each output gradient g (N, C, Ho, Wo) to its window's argmax; overlapping
     windows accumulate. -> in_shape."""
-    cols = np.zeros((K * K, g.size), g.dtype)
-    cols[arg.reshape(-1), np.arange(g.size)] = g.reshape(-1)
-    return unwindows(cols, K, stride, 0, in_shape)
+    return _route(None, None, arg, g, K, stride, in_shape, False)
 
 
-def maxpool_relevance(a, out, R, K, stride):
+def maxpool_relevance(a, out, arg, R, K, stride):
     """Winner-take-all relevance with ties split evenly: R_in[j] = sum over windows k
-    holding j of R[k] [a_j == out_k] / #ties_k. a: (N, C, H, W); out, R: (N, C, Ho, Wo)."""
+    holding j of R[k] [a_j == out_k] / #ties_k. a: (N, C, H, W); out, arg (from
+    :func:`maxpool_forward`), R: (N, C, Ho, Wo)."""
+    return _route(a, out, arg, R, K, stride, a.shape, True)
+
+
+def maxpool_relevance_ref(a, out, arg, R, K, stride):
+    """NumPy twin of :func:`maxpool_relevance` (and, through ties, of routing)."""
     cols = windows(a, K, stride)
     ties = cols == out.reshape(1, -1)
     share = R.reshape(1, -1) / ties.sum(axis=0, keepdims=True)
     return unwindows(ties * share, K, stride, 0, a.shape)
+
+
+def two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma):
+    """Fused element-wise steps of LRP-gamma / alpha-beta / z+ for non-negative inputs (see
+    :func:`_two_term_ratios`). PQ: (N, 2Co, ...) or (N, Co, ...); R: (N, Co, ...); bias,
+    bias_p, bias_n: (Co,). -> S shaped like PQ, shares (N, 5) float64."""
+    N, Co = R.shape[:2]
+    L = R.size // (N * Co)
+    S = np.empty(PQ.shape, R.dtype)
+    shares = np.zeros((N, 5))
+    dt = R.dtype.type
+    vec = [np.ascontiguousarray(np.broadcast_to(v, (Co,)), dtype=R.dtype) for v in (bias, bias_p, bias_n)]
+    _split(_two_term_ratios, (np.ascontiguousarray(PQ).reshape(N, -1, L), np.ascontiguousarray(R).reshape(N, Co, L),
+                              *vec, dt(ap), dt(bp), dt(an), dt(bn), dt(cp), dt(cn), dt(eps), gamma,
+                              S.reshape(N, -1, L), shares), 1, N, PQ.size)
+    return S, shares
+
+
+def two_term_ratios_ref(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma):
+    """NumPy twin of :func:`two_term_ratios`."""
+    N, Co = R.shape[:2]
+    shape = (1, Co) + (1,) * (R.ndim - 2)
+    bias, bias_p, bias_n = (np.broadcast_to(v, (Co,)).reshape(shape) for v in (bias, bias_p, bias_n))
+    P = PQ[:, :Co]
+    two = PQ.shape[1] == 2 * Co
+    Q = PQ[:, Co:] if two else np.zeros_like(P)
+    z = P + Q + bias
+    use_p = z > 0 if gamma else np.ones(P.shape, bool)
+    use_n = (z < 0 if gamma else np.ones(P.shape, bool)) & two
+    total = lambda v: v.reshape(N, -1).sum(axis=1)
+    out, sums = [], np.zeros((N, 5))
+    sums[:, 2] = total(np.where(gamma & (z == 0), R, 0))
+    for use, a_, b_, bb, c, part, sign in ((use_p, ap, bp, bias_p, cp, P, 1), (use_n, an, bn, bias_n, cn, Q, -1)):
+        d = a_ * P + b_ * Q + bb
+        st = d + np.where(d >= 0, eps, -eps)
+        ok = use & (st != 0)
+        s = np.where(ok, c * R / np.where(ok, st, 1), 0)
+        sums[:, 0] += total(s * bb)
+        sums[:, 1] += total(s * (st - d))
+        sums[:, 2] += total(np.where(use & (st == 0), c * R, 0))
+        sums[:, 3 if sign > 0 else 4] += sign * total(s * part)
+        out.append(s)
+    return (np.concatenate(out, axis=1) if two else out[0]), sums
 
 
 def pool2d(x, k, stride, pad):

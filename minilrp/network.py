@@ -259,8 +259,10 @@ class Network:
             raise MinilrpError(f"z^B bounds do not contain the input: it lies up to "
                                f"{max(-lo, hi):.3g} outside [low, high] (set ZBox low/high, or "
                                "check the input normalisation)")
-        return (np.ascontiguousarray(low.reshape(a.shape), dtype=self.dtype),
-                np.ascontiguousarray(high.reshape(a.shape), dtype=self.dtype))
+        # broadcast views (stride 0 over the batch when shared): ZBox computes their terms once
+        return tuple(v.astype(self.dtype, copy=False).reshape(a.shape) if v.strides[0] else
+                     np.broadcast_to(v[0].astype(self.dtype).reshape(a.shape[1:]), a.shape)
+                     for v in (low, high))
 
     def clear(self):
         """Drop every layer's forward cache."""

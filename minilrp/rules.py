@@ -71,6 +71,31 @@ def _linear_T2(layer, s1, w1, s2, w2):
     return layer.linear_T(s1, w1) + layer.linear_T(s2, w2)
 
 
+STACKED = (Dense, Conv2d)  # layers whose weights stack along an output/input channel axis
+
+
+def _linear_T_inputs(layer, s, ws):
+    """[linear_T(s, w) for w in ws] with one GEMM (and one col2im), stacking the weights
+    along the input axis where the layer has one."""
+    if isinstance(layer, STACKED):
+        c = layer.linear_T(s, np.concatenate(ws, axis=1))
+        return np.split(c, len(ws), axis=1)
+    return [layer.linear_T(s, w) for w in ws]
+
+
+def _one_image_linear(layer, v, w, b=None):
+    """linear(v, w, b) for an input ``v`` that is the same for every image (a broadcast
+    view): computed once, broadcast to the batch."""
+    if v.strides[0] == 0:
+        z1 = layer.linear(np.ascontiguousarray(v[:1]), w, b)
+        return np.broadcast_to(z1, (len(v),) + z1.shape[1:])
+    return layer.linear(np.ascontiguousarray(v), w, b)
+
+
+def _bias_vector(b, layer, dtype):
+    return np.zeros(layer.weight.shape[0], dtype) if b is None else b
+
+
 def _bias_map(b, like):
     """A per-output bias shaped to broadcast against outputs ``like`` (N, Co[, Ho, Wo])."""
     if b is None:
@@ -104,18 +129,26 @@ class Rule:
         b = layer.bias if self.bias else None
         return layer.weight, b
 
-    @staticmethod
-    def _shares(R, s, stab, z, bias=None):
-        """Where relevance went: bias = sum s*b, stabiliser = sum s*(stab - z), dropped =
-        sum of R where the stabilised denominator ``stab`` is exactly 0."""
-        zero = np.zeros(len(R), R.dtype)
-        return {"bias": zero if bias is None else per_example(s * bias),
-                "stabiliser": per_example(s * (stab - z)),
-                "dropped": per_example(np.where(stab == 0, R, 0))}
-
 
 def _stabilise(z, eps):
     return z + eps * sign0(z)
+
+
+def _ratio(z, R, eps, b=None):
+    """Step 2 of the rule pattern: s = R / (z + eps sign0(z)) (0 where that is exactly 0)
+    and where relevance went: bias = sum s*b (b: the bias inside z, or None), stabiliser,
+    dropped. A scalar eps runs fused in one pass (kernels.two_term_ratios)."""
+    N, Co = R.shape[:2]
+    if np.ndim(eps) == 0:
+        zero = np.zeros(Co, R.dtype)
+        s, sh = kernels.two_term_ratios(z, R, zero, zero, zero, 1, 0, 0, 0, 1, 0, eps, False)
+        shares = {"stabiliser": sh[:, 1], "dropped": sh[:, 2]}
+    else:  # a per-example epsilon (relative to the RMS of z)
+        d = _stabilise(z, eps)
+        s = _divide(R, d)
+        shares = {"stabiliser": per_example(s * (d - z)), "dropped": per_example(np.where(d == 0, R, 0))}
+    shares["bias"] = np.zeros(N) if b is None else s.reshape(N, Co, -1).sum(axis=2) @ b
+    return s, shares
 
 
 def _check_nonneg(value, what):
@@ -148,10 +181,8 @@ class Epsilon(Rule):
         eps = self.epsilon
         if self.relative:
             eps = eps * np.sqrt(np.mean(z.reshape(len(z), -1) ** 2, axis=1)).reshape((-1,) + (1,) * (z.ndim - 1))
-        d = _stabilise(z, eps)
-        s = _divide(R, d)
-        R_in = a * layer.linear_T(s, w)
-        return R_in, self._shares(R, s, d, z, None if b is None else _bias_map(b, z))
+        s, shares = _ratio(z, R, eps, b)
+        return a * layer.linear_T(s, w), shares
 
 
 def LRP0(bias=True):
@@ -186,6 +217,16 @@ class Gamma(Rule):
         g = self.gamma
         wp, wn = np.maximum(w, 0), np.minimum(w, 0)
         w_up, w_down = w + g * wp, w + g * wn          # weights favouring positive / negative z
+        if isinstance(layer, STACKED) and not np.any(a < 0):
+            # a >= 0 (after a ReLU): the a- terms vanish. With P = a w+, Q = a w- (one stacked
+            # GEMM): z = P + Q + b, d_pos = (1+g) P + Q + b + g b+, d_neg = P + (1+g) Q + b + g b-;
+            # the element-wise steps run fused, then one stacked transposed GEMM.
+            bv = _bias_vector(b, layer, a.dtype)
+            PQ = layer.linear(a, np.concatenate([wp, wn]))
+            S, sh = kernels.two_term_ratios(PQ, R, bv, bv + g * np.maximum(bv, 0), bv + g * np.minimum(bv, 0),
+                                            1 + g, 1, 1, 1 + g, 1, 1, self.epsilon, True)
+            R_in = a * layer.linear_T(S, np.concatenate([w_up, w_down]))
+            return R_in, {"bias": sh[:, 0], "stabiliser": sh[:, 1], "dropped": sh[:, 2]}
         bm = _bias_map(b, R)
         b_up, b_down = bm + g * np.maximum(bm, 0), bm + g * np.minimum(bm, 0)
         if not np.any(a < 0):
@@ -244,6 +285,17 @@ class AlphaBeta(Rule):
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
         wp, wn = np.maximum(w, 0), np.minimum(w, 0)
+        if isinstance(layer, STACKED) and not np.any(a < 0):
+            # a >= 0: z+ = P + b+, z- = Q + b- from one stacked GEMM (P alone for z+), fused
+            # element-wise steps, one stacked transposed GEMM.
+            bv = _bias_vector(b, layer, a.dtype)
+            ws = [wp, wn] if self.beta else [wp]
+            PQ = layer.linear(a, np.concatenate(ws))
+            S, sh = kernels.two_term_ratios(PQ, R, bv, np.maximum(bv, 0), np.minimum(bv, 0), 1, 0, 0, 1,
+                                            self.alpha, -self.beta, self.epsilon, False)
+            R_in = a * layer.linear_T(S, np.concatenate(ws))
+            return R_in, {"bias": sh[:, 0], "stabiliser": sh[:, 1], "dropped": sh[:, 2],
+                          "positive": sh[:, 3], "negative": sh[:, 4]}
         bm = _bias_map(b, R)
         bp, bn = np.maximum(bm, 0), np.minimum(bm, 0)
         nonneg = not np.any(a < 0)
@@ -312,11 +364,11 @@ class ZBox(Rule):
                                "where the network's input range applies")
         w = layer.weight
         wp, wn = np.maximum(w, 0), np.minimum(w, 0)
-        z = layer.linear(a, w) - layer.linear(low, wp) - layer.linear(high, wn)
-        d = _stabilise(z, self.epsilon)
-        s = _divide(R, d)
-        R_in = a * layer.linear_T(s, w) - low * layer.linear_T(s, wp) - high * layer.linear_T(s, wn)
-        return R_in, self._shares(R, s, d, z)
+        # the bounds are usually the same for every image: their terms are computed once
+        z = layer.linear(a, w) - _one_image_linear(layer, low, wp) - _one_image_linear(layer, high, wn)
+        s, shares = _ratio(z, R, self.epsilon)
+        c, c_low, c_high = _linear_T_inputs(layer, s, [w, wp, wn])
+        return a * c - low * c_low - high * c_high, shares
 
 
 @dataclass(frozen=True)
@@ -334,11 +386,9 @@ class WSquare(Rule):
         w, b = self._params(layer)
         w2 = w * w
         b2 = None if b is None else b * b
-        ones = np.ones_like(a)
-        z = layer.linear(ones, w2, b2)
-        d = _stabilise(z, self.epsilon)
-        s = _divide(R, d)
-        return layer.linear_T(s, w2), self._shares(R, s, d, z, None if b2 is None else _bias_map(b2, z))
+        z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w2, b2)
+        s, shares = _ratio(np.ascontiguousarray(z), R, self.epsilon, b2)
+        return layer.linear_T(s, w2), shares
 
 
 @dataclass(frozen=True)
@@ -354,11 +404,9 @@ class Flat(Rule):
 
     def relevance(self, layer, a, R, ctx=None):
         w = np.ones_like(layer.weight)
-        ones = np.ones_like(a)
-        z = layer.linear(ones, w)
-        d = _stabilise(z, self.epsilon)
-        s = _divide(R, d)
-        return layer.linear_T(s, w), self._shares(R, s, d, z)
+        z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
+        s, shares = _ratio(np.ascontiguousarray(z), R, self.epsilon)
+        return layer.linear_T(s, w), shares
 
 
 # ----------------------------------------------------------------------------------------
@@ -384,11 +432,14 @@ class WinnerTakeAll(Rule):
 
     def relevance(self, layer, a, R, ctx=None):
         K, S = layer.kernel_size, layer.stride
-        out, arg = kernels.maxpool_forward(a, K, S)
+        out = (ctx or {}).get("z")  # the forward's output and argmax, when they are a's
+        arg = layer.arg if layer.a is a else None
+        if out is None or arg is None:
+            out, arg = kernels.maxpool_forward(a, K, S)
         if self.ties == "first":
             R_in = kernels.maxpool_backward(R, arg, K, S, a.shape)
         else:
-            R_in = kernels.maxpool_relevance(a, out, R, K, S)
+            R_in = kernels.maxpool_relevance(a, out, arg, R, K, S)
         zero = np.zeros(len(R), R.dtype)
         return R_in, {"bias": zero, "stabiliser": zero, "dropped": zero}
 
@@ -407,7 +458,5 @@ class Proportional(Rule):
         K, S = layer.kernel_size, layer.stride
         ones = np.ones((K, K), a.dtype)
         z = kernels.pool2d(a, ones, S, 0)
-        d = _stabilise(z, self.epsilon)
-        s = _divide(R, d)
-        R_in = a * kernels.pool2d_transpose(s, ones, S, 0, a.shape)
-        return R_in, self._shares(R, s, d, z)
+        s, shares = _ratio(z, R, self.epsilon)
+        return a * kernels.pool2d_transpose(s, ones, S, 0, a.shape), shares

@@ -177,3 +177,34 @@ def test_threaded_split_equals_single_thread(rng, monkeypatch):
     np.testing.assert_array_equal(single[1], split[1])
     np.testing.assert_array_equal(single[2][0], split[2][0])
     np.testing.assert_array_equal(single[2][1], split[2][1])
+
+
+@pytest.mark.parametrize("two,gamma", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_term_ratios_against_twin(two, gamma, dtype, rng):
+    N, Co = 3, 5
+    PQ = rng.standard_normal((N, (2 if two else 1) * Co, 4, 3)).astype(dtype)
+    R = rng.standard_normal((N, Co, 4, 3)).astype(dtype)
+    b = rng.standard_normal(Co).astype(dtype)
+    PQ[0, :, 0, 0] = 0
+    if two:
+        PQ[0, Co:, 0, 0] = 0
+    b[0] = 0  # z == 0 exactly at one place: dropped
+    args = (PQ, R, b, b + 0.25 * np.maximum(b, 0), b + 0.25 * np.minimum(b, 0), 1.25, 1.0, 1.0, 1.25, 2.0, -1.0,
+            1e-6 if gamma else 0.0, gamma)
+    S, sh = k.two_term_ratios(*args)
+    S2, sh2 = k.two_term_ratios_ref(*args)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(S, S2, rtol=tol, atol=tol)
+    np.testing.assert_allclose(sh, sh2, rtol=tol, atol=tol * 100)
+    assert np.all(np.isfinite(S))
+
+
+@pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2)])
+def test_maxpool_relevance_against_twin(K, s, rng):
+    a = np.round(rng.standard_normal((2, 3, 9, 8)), 1)  # rounding makes ties common
+    out, arg = k.maxpool_forward(a, K, s)
+    R = rng.standard_normal(out.shape)
+    R[0, 0, 0, 0] = 0
+    np.testing.assert_allclose(k.maxpool_relevance(a, out, arg, R, K, s), k.maxpool_relevance_ref(a, out, arg, R, K, s),
+                               rtol=1e-12, atol=1e-12)
