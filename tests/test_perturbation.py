@@ -116,6 +116,16 @@ def test_exact_ties_are_broken_by_a_seeded_permutation_not_by_position():
     assert np.array_equal(o, P.order_regions(s, "morf", seed=0))
 
 
+def test_rank_normalise_matches_scipy_average_ranks():
+    from scipy.stats import rankdata
+    rng = np.random.default_rng(3)
+    s = rng.integers(-3, 4, size=(50, 17)).astype(float)  # many ties
+    s[0] = 0.0                                               # one all-tied row
+    expected = (rankdata(s, axis=1, method="average") - 1) / 16
+    np.testing.assert_allclose(P.rank_normalise(s), expected, rtol=0, atol=1e-15)
+    assert np.all(P.rank_normalise(s[:0]).shape == (0, 17))
+
+
 def test_combined_orderings_follow_their_definitions():
     #            region: 0     1     2     3     4     5
     sa = np.array([[0.9, 0.1, 0.5, 0.2, 0.8, 0.3]])
