@@ -47,8 +47,8 @@ def parse(argv=None):
                    help="class to explain, as an index or a class name (default: each image's prediction)")
     p.add_argument("--steps", type=int, default=20,
                    help="region-perturbation steps (4x4 regions on 28x28 images) (default: 20)")
-    p.add_argument("--n-eval", type=int, default=100,
-                   help="bundled test images used for the perturbation evaluation (default: 100)")
+    p.add_argument("--n-eval", type=int, default=64,
+                   help="bundled test images used for the perturbation evaluation (default: 64)")
     p.add_argument("--perturbation", default="uniform",
                    help="how regions are distorted: uniform, constant[:zero|min|mean|background], blur, road "
                         "(default: uniform noise over the valid input range)")

@@ -856,8 +856,8 @@ def summarize(values, ci="se", level=0.95, n_boot=2000, seed=0) -> dict:
     n, mean = v.size, float(v.mean())
     se = float(v.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
     if ci == "se":
-        from scipy.stats import norm
-        zq = float(norm.ppf(0.5 + level / 2))
+        from statistics import NormalDist  # not scipy.stats: its import alone takes ~1 s
+        zq = NormalDist().inv_cdf(0.5 + level / 2)
         low, high = mean - zq * se, mean + zq * se
     elif ci == "bootstrap":
         rng = _rng(_check_seed(seed), 5)
