@@ -136,7 +136,9 @@ def test_peak_memory_is_bounded_by_the_batch_not_the_images(world):
     all_images = N_IMAGES * 49 * x[0].nbytes
     print(f"\npeak memory: 250 images {small / 2**20:.1f} MiB, 1000 images {large / 2**20:.1f} MiB "
           f"(all perturbed images would be {all_images / 2**20:.0f} MiB)")
-    assert large < 2 * small and large < all_images / 4
+    # bounded by the batch: 4x the images, at most 20 % more memory (the batch's forward
+    # temporaries dominate; on 28x28 images they exceed all perturbed images of 1000 together)
+    assert large < 1.2 * small
 
 
 def main(rounds=3):
