@@ -161,7 +161,7 @@ def _maxpool_route(x, out, arg, R, K, stride, split, res, c_lo, c_hi, b_lo, b_hi
                             res[p, y0 + i, x0 + j] += share
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc"})
 def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma, S, shares,
                      c_lo, c_hi, b_lo, b_hi):
     """The element-wise steps of the two-term LRP rules in one pass, for images [b_lo, b_hi).
@@ -172,9 +172,14 @@ def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, g
     d_n only where z < 0 (LRP-gamma); else both everywhere (alpha-beta). Writes
     S[:, :Co] = cp R / s(d_p), S[:, Co:] = cn R / s(d_n) (0 where unused or s(d) = 0), and
     per image into shares (N, 5): bias, stabiliser, dropped, positive (sum S_p P),
-    negative (-sum S_n Q)."""
+    negative (-sum S_n Q).
+
+    Branch-free (selects instead of ifs) in the working dtype, with reassociation allowed only
+    (fastmath "reassoc": no nnan/ninf around the division): the loop vectorises, 2-4x faster
+    than with branches; a division by a zero denominator is computed and discarded."""
     Co, L = R.shape[1], R.shape[2]
     two = PQ.shape[1] == 2 * Co
+    zero, one = R.dtype.type(0), R.dtype.type(1)
     for n in range(b_lo, b_hi):
         sb = 0.0
         ss = 0.0
@@ -183,43 +188,49 @@ def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, g
         sn_sum = 0.0
         for k in range(Co):
             bk, bpk, bnk = bias[k], bias_p[k], bias_n[k]
+            if not two:  # one term (Q = 0): s = cp R / s(ap P + bias_p)
+                for l in range(L):
+                    r = R[n, k, l]
+                    P = PQ[n, k, l]
+                    z = P + bk
+                    use_p = (z > 0) | (not gamma)
+                    sd += r if (gamma & (z == 0)) else zero
+                    d = ap * P + bpk
+                    st = d + (eps if d >= 0 else -eps)
+                    ok = use_p & (st != 0)
+                    s_p = cp * r / (st if ok else one) if ok else zero
+                    sd += cp * r if (use_p & (st == 0)) else zero
+                    sb += s_p * bpk
+                    ss += s_p * (st - d)
+                    sp_sum += s_p * P
+                    S[n, k, l] = s_p
+                continue
             for l in range(L):
                 r = R[n, k, l]
                 P = PQ[n, k, l]
-                Q = PQ[n, Co + k, l] if two else 0.0
-                use_p = True
-                use_n = two
-                if gamma:
-                    z = P + Q + bk
-                    use_p = z > 0
-                    use_n = z < 0
-                    if z == 0:
-                        sd += r
-                s_p = 0.0
-                if use_p:
-                    d = ap * P + bp * Q + bpk
-                    st = d + eps if d >= 0 else d - eps
-                    if st == 0:
-                        sd += cp * r
-                    else:
-                        s_p = cp * r / st
-                        sb += s_p * bpk
-                        ss += s_p * (st - d)
-                        sp_sum += s_p * P
+                Q = PQ[n, Co + k, l]
+                z = P + Q + bk
+                use_p = (z > 0) | (not gamma)
+                use_n = (z < 0) | (not gamma)
+                sd += r if (gamma & (z == 0)) else zero
+                d = ap * P + bp * Q + bpk
+                st = d + (eps if d >= 0 else -eps)
+                ok = use_p & (st != 0)
+                s_p = cp * r / (st if ok else one) if ok else zero
+                sd += cp * r if (use_p & (st == 0)) else zero
+                sb += s_p * bpk
+                ss += s_p * (st - d)
+                sp_sum += s_p * P
                 S[n, k, l] = s_p
-                if two:
-                    s_n = 0.0
-                    if use_n:
-                        d = an * P + bn * Q + bnk
-                        st = d + eps if d >= 0 else d - eps
-                        if st == 0:
-                            sd += cn * r
-                        else:
-                            s_n = cn * r / st
-                            sb += s_n * bnk
-                            ss += s_n * (st - d)
-                            sn_sum -= s_n * Q
-                    S[n, Co + k, l] = s_n
+                d = an * P + bn * Q + bnk
+                st = d + (eps if d >= 0 else -eps)
+                ok = use_n & (st != 0)
+                s_n = cn * r / (st if ok else one) if ok else zero
+                sd += cn * r if (use_n & (st == 0)) else zero
+                sb += s_n * bnk
+                ss += s_n * (st - d)
+                sn_sum -= s_n * Q
+                S[n, Co + k, l] = s_n
         shares[n, 0] = sb
         shares[n, 1] = ss
         shares[n, 2] = sd

@@ -406,6 +406,10 @@ class Flat(Rule):
         w = np.ones_like(layer.weight)
         z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
         s, shares = _ratio(np.ascontiguousarray(z), R, self.epsilon)
+        if isinstance(layer, STACKED):
+            # all weights equal: sum the ratios over the outputs first, then spread that one
+            # channel back (a transposed conv with a single output channel)
+            return layer.linear_T(s.sum(axis=1, keepdims=True), w[:1]), shares
         return layer.linear_T(s, w), shares
 
 

@@ -179,12 +179,13 @@ def test_threaded_split_equals_single_thread(rng, monkeypatch):
     np.testing.assert_array_equal(single[2][1], split[2][1])
 
 
-@pytest.mark.parametrize("two,gamma", [(True, True), (True, False), (False, False)])
+@pytest.mark.parametrize("two,gamma", [(True, True), (True, False), (False, False), (False, True)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_two_term_ratios_against_twin(two, gamma, dtype, rng):
+@pytest.mark.parametrize("hw", [(4, 3), (17, 19)])  # the second runs the vectorised loop body
+def test_two_term_ratios_against_twin(two, gamma, dtype, hw, rng):
     N, Co = 3, 5
-    PQ = rng.standard_normal((N, (2 if two else 1) * Co, 4, 3)).astype(dtype)
-    R = rng.standard_normal((N, Co, 4, 3)).astype(dtype)
+    PQ = rng.standard_normal((N, (2 if two else 1) * Co) + hw).astype(dtype)
+    R = rng.standard_normal((N, Co) + hw).astype(dtype)
     b = rng.standard_normal(Co).astype(dtype)
     PQ[0, :, 0, 0] = 0
     if two:
