@@ -370,8 +370,11 @@ def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=col2im):
     resbuf = _buffer("res", Co * nb * L, g.dtype)
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
-        gt = resbuf[:Co * m * L].reshape(Co, m, L)
-        gt[...] = g3[n0:n0 + m].transpose(1, 0, 2)
+        if m == 1:  # one image per chunk (large images): its gradient is already (Co, L)
+            gt = g3[n0]
+        else:
+            gt = resbuf[:Co * m * L].reshape(Co, m, L)
+            gt[...] = g3[n0:n0 + m].transpose(1, 0, 2)
         cols = colbuf[:CKK * m * L].reshape(CKK, m * L)
         np.matmul(wT, gt.reshape(Co, m * L), out=cols)
         col2im_fn(cols, n0, m, K, stride, pad, Ho, Wo, out)
