@@ -118,8 +118,11 @@ def maxpool_loops(x, K, s):
 
 @pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2), (2, 3)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_maxpool_against_twin_and_loops(K, s, dtype, rng):
+@pytest.mark.parametrize("ties", [False, True])
+def test_maxpool_against_twin_and_loops(K, s, dtype, ties, rng):
     x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    if ties:  # rounded after a ReLU: many windows with tied maxima; arg = the first of them
+        x = np.maximum(np.round(x), 0)
     out, arg = k.maxpool_forward(x, K, s)
     out2, arg2 = k.maxpool_forward_ref(x, K, s)
     np.testing.assert_array_equal(out, maxpool_loops(x, K, s).astype(dtype))
@@ -201,11 +204,14 @@ def test_two_term_ratios_against_twin(two, gamma, dtype, hw, rng):
     assert np.all(np.isfinite(S))
 
 
-@pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2)])
-def test_maxpool_relevance_against_twin(K, s, rng):
-    a = np.round(rng.standard_normal((2, 3, 9, 8)), 1)  # rounding makes ties common
+@pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2), (3, 3)])  # stride = K: the tiled kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_relevance_against_twin(K, s, dtype, rng):
+    a = np.round(rng.standard_normal((2, 3, 9, 8)), 1).astype(dtype)  # rounding makes ties common
     out, arg = k.maxpool_forward(a, K, s)
-    R = rng.standard_normal(out.shape)
+    R = rng.standard_normal(out.shape).astype(dtype)
     R[0, 0, 0, 0] = 0
-    np.testing.assert_allclose(k.maxpool_relevance(a, out, arg, R, K, s), k.maxpool_relevance_ref(a, out, arg, R, K, s),
-                               rtol=1e-12, atol=1e-12)
+    got = k.maxpool_relevance(a, out, arg, R, K, s)
+    assert got.dtype == dtype
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, k.maxpool_relevance_ref(a, out, arg, R, K, s), rtol=tol, atol=tol)
