@@ -19,7 +19,8 @@ calls = {  # every numba kernel, through the public functions that call it
     "im2col (conv2d)": lambda d: k.conv2d(x[d], np.ones((3, 2, 3, 3), d), None, 1, 1),
     "col2im (conv2d_transpose)": lambda d: k.conv2d_transpose(np.ones((1, 3, 6, 6), d), np.ones((3, 2, 3, 3), d), 1, 1, (6, 6)),
     "maxpool": lambda d: k.maxpool_forward(x[d], 2, 2),
-    "maxpool routing (split)": lambda d: k.maxpool_relevance(x[d], *k.maxpool_forward(x[d], 2, 2), np.ones((1, 2, 3, 3), d), 2, 2),
+    "maxpool relevance (2x2)": lambda d: k.maxpool_relevance(x[d], *k.maxpool_forward(x[d], 2, 2), np.ones((1, 2, 3, 3), d), 2, 2),
+    "maxpool routing (gradient)": lambda d: k.maxpool_backward(np.ones((1, 2, 3, 3), d), k.maxpool_forward(x[d], 2, 2)[1], 2, 2, x[d].shape),
     "two-term ratios": lambda d: k.two_term_ratios(np.ones((1, 4, 9), d), np.ones((1, 2, 9), d), 0, 0, 0,
                                                    1, 0, 0, 1, 1, 0, 1e-9, False),
 }
