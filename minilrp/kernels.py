@@ -245,6 +245,8 @@ def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, g
         sn_sum = 0.0
         for k in range(Co):
             bk, bpk, bnk = bias[k], bias_p[k], bias_n[k]
+            # the one-term loop repeats the P half of the two-term loop below on purpose: merged
+            # (Q = 0, the second half masked off), both run 1.3-2.7x slower (measured)
             if not two:  # one term (Q = 0): s = cp R / s(ap P + bias_p)
                 for l in range(L):
                     r = R[n, k, l]
@@ -508,17 +510,9 @@ def maxpool_forward_ref(x, K, stride):
 
 
 def _route(x, out, arg, R, K, stride, in_shape, split):
+    """Run _maxpool_route over every (n, c) plane (x and out are only read with ``split``)."""
     N, C, H, W = in_shape
     per_plane = (N * C,) + R.shape[2:]
-    if split and stride == K:  # non-overlapping windows: each input written once
-        res = np.empty((N * C, H, W), R.dtype)
-        Ho, Wo = R.shape[2:]
-        res[:, Ho * K:] = 0
-        res[:, :, Wo * K:] = 0
-        _split(_maxpool_split_tiled, (np.ascontiguousarray(x).reshape(N * C, H, W),
-                                      np.ascontiguousarray(out).reshape(per_plane),
-                                      np.ascontiguousarray(R).reshape(per_plane), K, res), 1, N * C, res.size)
-        return res.reshape(in_shape)
     res = np.zeros((N * C, H, W), R.dtype)
     args = (np.ascontiguousarray(x).reshape(N * C, H, W) if split else res,
             np.ascontiguousarray(out).reshape(per_plane) if split else R.reshape(per_plane),
@@ -538,7 +532,16 @@ def maxpool_relevance(a, out, arg, R, K, stride):
     """Winner-take-all relevance with ties split evenly: R_in[j] = sum over windows k
     holding j of R[k] [a_j == out_k] / #ties_k. a: (N, C, H, W); out, arg (from
     :func:`maxpool_forward`), R: (N, C, Ho, Wo)."""
-    return _route(a, out, arg, R, K, stride, a.shape, True)
+    if stride != K:  # overlapping windows (or gaps): accumulate
+        return _route(a, out, arg, R, K, stride, a.shape, True)
+    N, C, H, W = a.shape
+    Ho, Wo = R.shape[2:]
+    res = np.empty((N * C, H, W), R.dtype)  # every input a window covers is written once
+    res[:, Ho * K:] = 0
+    res[:, :, Wo * K:] = 0
+    planes = lambda v: np.ascontiguousarray(v).reshape((N * C,) + v.shape[2:])
+    _split(_maxpool_split_tiled, (planes(a), planes(out), planes(R), K, res), 1, N * C, res.size)
+    return res.reshape(a.shape)
 
 
 def maxpool_relevance_ref(a, out, arg, R, K, stride):
