@@ -55,23 +55,34 @@ def _divide(R, d):
     return s
 
 
+STACKED = (Dense, Conv2d)  # layers whose weights stack along an output/input channel axis
+
+
+def _linear_stacked(layer, a, ws):
+    """[linear(a, w) for w in ws] stacked along the output-channel axis (N, len(ws) Co, ...),
+    in one GEMM where the layer's weights stack (Dense, Conv2d)."""
+    if isinstance(layer, STACKED):
+        return layer.linear(a, np.concatenate(ws))
+    return np.concatenate([layer.linear(a, w) for w in ws], axis=1)
+
+
+def _linear_T_stacked(layer, S, ws):
+    """sum_i linear_T(S_i, ws[i]) for S = [S_0, S_1, ...] stacked along axis 1, in one GEMM
+    (and one col2im for a conv) where the weights stack."""
+    if isinstance(layer, STACKED):
+        return layer.linear_T(S, np.concatenate(ws))
+    return sum(layer.linear_T(part, w) for part, w in zip(np.split(S, len(ws), axis=1), ws))
+
+
 def _linear2(layer, a, w1, w2):
-    """(linear(a, w1), linear(a, w2)) in one GEMM, stacking the weights along the output
-    axis where the layer has one (Dense, Conv2d)."""
-    if isinstance(layer, (Dense, Conv2d)):
-        z = layer.linear(a, np.concatenate([w1, w2]))
-        return z[:, :len(w1)], z[:, len(w1):]
-    return layer.linear(a, w1), layer.linear(a, w2)
+    """(linear(a, w1), linear(a, w2)) in one GEMM where the weights stack."""
+    z = _linear_stacked(layer, a, [w1, w2])
+    return np.split(z, 2, axis=1)
 
 
 def _linear_T2(layer, s1, w1, s2, w2):
-    """linear_T(s1, w1) + linear_T(s2, w2) in one GEMM (and one col2im for a conv)."""
-    if isinstance(layer, (Dense, Conv2d)):
-        return layer.linear_T(np.concatenate([s1, s2], axis=1), np.concatenate([w1, w2]))
-    return layer.linear_T(s1, w1) + layer.linear_T(s2, w2)
-
-
-STACKED = (Dense, Conv2d)  # layers whose weights stack along an output/input channel axis
+    """linear_T(s1, w1) + linear_T(s2, w2) in one GEMM where the weights stack."""
+    return _linear_T_stacked(layer, np.concatenate([s1, s2], axis=1), [w1, w2])
 
 
 def _linear_T_inputs(layer, s, ws):
@@ -92,8 +103,9 @@ def _one_image_linear(layer, v, w, b=None):
     return layer.linear(np.ascontiguousarray(v), w, b)
 
 
-def _bias_vector(b, layer, dtype):
-    return np.zeros(layer.weight.shape[0], dtype) if b is None else b
+def _bias_vector(b, R):
+    """The per-output bias (Co,), zeros when there is none."""
+    return np.zeros(R.shape[1], R.dtype) if b is None else b
 
 
 def _bias_map(b, like):
@@ -217,38 +229,29 @@ class Gamma(Rule):
         g = self.gamma
         wp, wn = np.maximum(w, 0), np.minimum(w, 0)
         w_up, w_down = w + g * wp, w + g * wn          # weights favouring positive / negative z
-        if isinstance(layer, STACKED) and not np.any(a < 0):
+        if not np.any(a < 0):
             # a >= 0 (after a ReLU): the a- terms vanish. With P = a w+, Q = a w- (one stacked
             # GEMM): z = P + Q + b, d_pos = (1+g) P + Q + b + g b+, d_neg = P + (1+g) Q + b + g b-;
             # the element-wise steps run fused, then one stacked transposed GEMM.
-            bv = _bias_vector(b, layer, a.dtype)
-            PQ = layer.linear(a, np.concatenate([wp, wn]))
+            bv = _bias_vector(b, R)
+            PQ = _linear_stacked(layer, a, [wp, wn])
             S, sh = kernels.two_term_ratios(PQ, R, bv, bv + g * np.maximum(bv, 0), bv + g * np.minimum(bv, 0),
                                             1 + g, 1, 1, 1 + g, 1, 1, self.epsilon, True)
-            R_in = a * layer.linear_T(S, np.concatenate([w_up, w_down]))
+            R_in = a * _linear_T_stacked(layer, S, [w_up, w_down])
             return R_in, {"bias": sh[:, 0], "stabiliser": sh[:, 1], "dropped": sh[:, 2]}
+        # signed inputs: both halves of a, four modified forwards
         bm = _bias_map(b, R)
         b_up, b_down = bm + g * np.maximum(bm, 0), bm + g * np.minimum(bm, 0)
-        if not np.any(a < 0):
-            # a >= 0 (after a ReLU): with P = a w+, Q = a w-:  z = P + Q + b,
-            # d_pos = z + g (P + b+), d_neg = z + g (Q + b-); the a- terms vanish.
-            P, Q = _linear2(layer, a, wp, wn)
-            z = P + Q + bm
-            d_pos, d_neg = z + g * (P + np.maximum(bm, 0)), z + g * (Q + np.minimum(bm, 0))
-        else:
-            ap, an = np.maximum(a, 0), np.minimum(a, 0)
-            up_p, down_p = _linear2(layer, ap, w_up, w_down)
-            up_n, down_n = _linear2(layer, an, w_up, w_down)
-            z = layer.linear(a, w, b)
-            d_pos, d_neg = up_p + down_n + b_up, down_p + up_n + b_down
+        ap, an = np.maximum(a, 0), np.minimum(a, 0)
+        up_p, down_p = _linear2(layer, ap, w_up, w_down)
+        up_n, down_n = _linear2(layer, an, w_up, w_down)
+        z = layer.linear(a, w, b)
+        d_pos, d_neg = up_p + down_n + b_up, down_p + up_n + b_down
         stab_pos, stab_neg = _stabilise(d_pos, self.epsilon), _stabilise(d_neg, self.epsilon)
         s_pos = _divide(np.where(z > 0, R, 0), stab_pos)
         s_neg = _divide(np.where(z < 0, R, 0), stab_neg)
-        if not np.any(a < 0):
-            R_in = a * _linear_T2(layer, s_pos, w_up, s_neg, w_down)
-        else:
-            R_in = ap * _linear_T2(layer, s_pos, w_up, s_neg, w_down) + \
-                an * _linear_T2(layer, s_pos, w_down, s_neg, w_up)
+        R_in = ap * _linear_T2(layer, s_pos, w_up, s_neg, w_down) + \
+            an * _linear_T2(layer, s_pos, w_down, s_neg, w_up)
         dropped = np.where(z == 0, R, 0) + np.where((z > 0) & (stab_pos == 0), R, 0) + \
             np.where((z < 0) & (stab_neg == 0), R, 0)
         return R_in, {"bias": per_example(s_pos * b_up + s_neg * b_down),
@@ -285,50 +288,34 @@ class AlphaBeta(Rule):
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
         wp, wn = np.maximum(w, 0), np.minimum(w, 0)
-        if isinstance(layer, STACKED) and not np.any(a < 0):
+        ws = [wp, wn] if self.beta else [wp]
+        if not np.any(a < 0):
             # a >= 0: z+ = P + b+, z- = Q + b- from one stacked GEMM (P alone for z+), fused
             # element-wise steps, one stacked transposed GEMM.
-            bv = _bias_vector(b, layer, a.dtype)
-            ws = [wp, wn] if self.beta else [wp]
-            PQ = layer.linear(a, np.concatenate(ws))
+            bv = _bias_vector(b, R)
+            PQ = _linear_stacked(layer, a, ws)
             S, sh = kernels.two_term_ratios(PQ, R, bv, np.maximum(bv, 0), np.minimum(bv, 0), 1, 0, 0, 1,
                                             self.alpha, -self.beta, self.epsilon, False)
-            R_in = a * layer.linear_T(S, np.concatenate(ws))
+            R_in = a * _linear_T_stacked(layer, S, ws)
             return R_in, {"bias": sh[:, 0], "stabiliser": sh[:, 1], "dropped": sh[:, 2],
                           "positive": sh[:, 3], "negative": sh[:, 4]}
+        # signed inputs: P = a+ w+ + a- w-, Q = a+ w- + a- w+ (the positive and negative parts)
         bm = _bias_map(b, R)
         bp, bn = np.maximum(bm, 0), np.minimum(bm, 0)
-        nonneg = not np.any(a < 0)
-        ap, an = (a, None) if nonneg else (np.maximum(a, 0), np.minimum(a, 0))
-        # P = a+ w+ (+ a- w-), Q = a+ w- (+ a- w+): the positive and negative contributions
-        if not self.beta:
-            P, Q = layer.linear(ap, wp), None
-            if not nonneg:
-                P = P + layer.linear(an, wn)
-        elif nonneg:
-            P, Q = _linear2(layer, a, wp, wn)
-        else:
-            pp, qp = _linear2(layer, ap, wp, wn)
-            pn, qn = _linear2(layer, an, wp, wn)
-            P, Q = pp + qn, qp + pn
+        ap, an = np.maximum(a, 0), np.minimum(a, 0)
+        pp, qp = _linear2(layer, ap, wp, wn)
+        pn, qn = _linear2(layer, an, wp, wn)
+        P, Q = pp + qn, qp + pn
         z_pos = P + bp
         stab_pos = _stabilise(z_pos, self.epsilon)
         s_pos = self.alpha * _divide(R, stab_pos)
         shares = {"positive": per_example(s_pos * P), "bias": per_example(s_pos * bp),
                   "stabiliser": per_example(s_pos * (stab_pos - z_pos)),
                   "dropped": self.alpha * per_example(np.where(stab_pos == 0, R, 0))}
-        if not self.beta:
-            R_in = ap * layer.linear_T(s_pos, wp)
-            if not nonneg:
-                R_in += an * layer.linear_T(s_pos, wn)
-            shares["negative"] = np.zeros(len(R), R.dtype)
-            return R_in, shares
         z_neg = Q + bn
         stab_neg = _stabilise(z_neg, self.epsilon)
         s_neg = -self.beta * _divide(R, stab_neg)
-        R_in = ap * _linear_T2(layer, s_pos, wp, s_neg, wn)
-        if not nonneg:
-            R_in += an * _linear_T2(layer, s_pos, wn, s_neg, wp)
+        R_in = ap * _linear_T2(layer, s_pos, wp, s_neg, wn) + an * _linear_T2(layer, s_pos, wn, s_neg, wp)
         shares["negative"] = -per_example(s_neg * Q)
         shares["bias"] += per_example(s_neg * bn)
         shares["stabiliser"] += per_example(s_neg * (stab_neg - z_neg))
@@ -387,7 +374,7 @@ class WSquare(Rule):
         w2 = w * w
         b2 = None if b is None else b * b
         z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w2, b2)
-        s, shares = _ratio(np.ascontiguousarray(z), R, self.epsilon, b2)
+        s, shares = _ratio(z, R, self.epsilon, b2)
         return layer.linear_T(s, w2), shares
 
 
@@ -405,7 +392,7 @@ class Flat(Rule):
     def relevance(self, layer, a, R, ctx=None):
         w = np.ones_like(layer.weight)
         z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
-        s, shares = _ratio(np.ascontiguousarray(z), R, self.epsilon)
+        s, shares = _ratio(z, R, self.epsilon)
         if isinstance(layer, STACKED):
             # all weights equal: sum the ratios over the outputs first, then spread that one
             # channel back (a transposed conv with a single output channel)
