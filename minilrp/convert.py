@@ -154,9 +154,6 @@ def convert(args) -> str:
                 raise MinilrpError(f"{src} holds a state dict (weights only): name its "
                                    f"architecture with --arch (one of {', '.join(ARCHITECTURES)})")
             num_classes = _num_classes(args.arch, state)
-            # floats other than float32/64 (half precision checkpoints) compute in float32
-            state = {k: v.float() if v.is_floating_point() and v.dtype not in (torch_dtypes())
-                     else v for k, v in state.items()}
             module = _build_loaded(args.arch, num_classes, state, src)
             if num_classes is not None and classes is not None and len(classes) != num_classes:
                 common["classes"] = None
@@ -177,17 +174,15 @@ def convert(args) -> str:
             f"input {net.input_shape}, {net.n_classes} classes, {net.dtype}")
 
 
-def torch_dtypes():
-    import torch
-    return (torch.float32, torch.float64)
-
-
 def _build_loaded(arch, num_classes, state, src):
     """The architecture with the state dict's tensors as its parameters. Built on the meta
     device when the state dict covers every entry (no random init, no copy of the weights)."""
     import torch
 
     from .importers import build_architecture, load_state_dict_strict
+    # floats other than float32/64 (half precision checkpoints) compute in float32
+    state = {k: v.float() if v.is_floating_point() and v.dtype not in (torch.float32, torch.float64)
+             else v for k, v in state.items()}
     with torch.device("meta"):
         module = build_architecture(arch, num_classes)
     complete = set(module.state_dict()) <= set(state)
