@@ -21,7 +21,7 @@ calls = {  # every numba kernel, through the public functions that call it
     "maxpool": lambda d: k.maxpool_forward(x[d], 2, 2),
     "maxpool relevance (2x2)": lambda d: k.maxpool_relevance(x[d], *k.maxpool_forward(x[d], 2, 2), np.ones((1, 2, 3, 3), d), 2, 2),
     "maxpool routing (gradient)": lambda d: k.maxpool_backward(np.ones((1, 2, 3, 3), d), k.maxpool_forward(x[d], 2, 2)[1], 2, 2, x[d].shape),
-    "two-term ratios": lambda d: k.two_term_ratios(np.ones((1, 4, 9), d), np.ones((1, 2, 9), d), 0, 0, 0,
+    "two-term ratios": lambda d: k.two_term_ratios(np.ones((1, 4, 9), d), np.ones((1, 2, 9), d), *[np.zeros(2, d)] * 3,
                                                    1, 0, 0, 1, 1, 0, 1e-9, False),
 }
 total = 0.0

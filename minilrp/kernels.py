@@ -219,12 +219,14 @@ def _maxpool_split_tiled(x, out, R, K, res, c_lo, c_hi, b_lo, b_hi):
 
 
 @njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc"})
-def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma, S, shares,
-                     c_lo, c_hi, b_lo, b_hi):
+def _two_term_ratios(PQ, Qa, q0, qp, qb, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma,
+                     S, shares, c_lo, c_hi, b_lo, b_hi):
     """The element-wise steps of the two-term LRP rules in one pass, for images [b_lo, b_hi).
 
-    PQ (N, 2Co, L): P = a w+ and Q = a w- stacked (Q absent when PQ has Co channels);
-    R (N, Co, L). Denominators d_p = ap P + bp Q + bias_p[k], d_n = an P + bn Q + bias_n[k],
+    PQ (N, Co, L): P = a w+ in its first Co channels; Q = a w- is read as
+    Qa[n, q0 + k, l] - qp P - qb[k]: either stacked after P (Qa = PQ, q0 = Co, qp = 0, qb = 0)
+    or recovered from the layer's output z = P + Q + b (Qa = z, q0 = 0, qp = 1, qb = b);
+    Qa of 0 channels: one term (Q = 0). R (N, Co, L). Denominators d_p = ap P + bp Q + bias_p[k], d_n = an P + bn Q + bias_n[k],
     stabilised s(d) = d + eps sign0(d). gamma: use d_p only where z = P + Q + bias > 0 and
     d_n only where z < 0 (LRP-gamma); else both everywhere (alpha-beta). Writes
     S[:, :Co] = cp R / s(d_p), S[:, Co:] = cn R / s(d_n) (0 where unused or s(d) = 0), and
@@ -235,7 +237,7 @@ def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, g
     (fastmath "reassoc": no nnan/ninf around the division): the loop vectorises, 2-4x faster
     than with branches; a division by a zero denominator is computed and discarded."""
     Co, L = R.shape[1], R.shape[2]
-    two = PQ.shape[1] == 2 * Co
+    two = Qa.shape[1] > 0
     zero, one = R.dtype.type(0), R.dtype.type(1)
     for n in range(b_lo, b_hi):
         sb = 0.0
@@ -244,7 +246,7 @@ def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, g
         sp_sum = 0.0
         sn_sum = 0.0
         for k in range(Co):
-            bk, bpk, bnk = bias[k], bias_p[k], bias_n[k]
+            bk, bpk, bnk, qbk = bias[k], bias_p[k], bias_n[k], qb[k]
             # the one-term loop repeats the P half of the two-term loop below on purpose: merged
             # (Q = 0, the second half masked off), both run 1.3-2.7x slower (measured)
             if not two:  # one term (Q = 0): s = cp R / s(ap P + bias_p)
@@ -267,7 +269,7 @@ def _two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, g
             for l in range(L):
                 r = R[n, k, l]
                 P = PQ[n, k, l]
-                Q = PQ[n, Co + k, l]
+                Q = Qa[n, q0 + k, l] - qp * P - qbk
                 z = P + Q + bk
                 use_p = (z > 0) | (not gamma)
                 use_n = (z < 0) | (not gamma)
@@ -552,30 +554,43 @@ def maxpool_relevance_ref(a, out, arg, R, K, stride):
     return unwindows(ties * share, K, stride, 0, a.shape)
 
 
-def two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma):
+def two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma, z=None, z_bias=None):
     """Fused element-wise steps of LRP-gamma / alpha-beta / z+ for non-negative inputs (see
-    :func:`_two_term_ratios`). PQ: (N, 2Co, ...) or (N, Co, ...); R: (N, Co, ...); bias,
-    bias_p, bias_n: (Co,). -> S shaped like PQ, shares (N, 5) float64."""
+    :func:`_two_term_ratios`). PQ: P and Q stacked (N, 2Co, ...), or P alone (N, Co, ...) for
+    one term, or P alone with ``z`` (N, Co, ...), the layer's output P + Q + z_bias, giving Q
+    (the forward pass already paid for it: one GEMM fewer); R: (N, Co, ...); bias, bias_p,
+    bias_n, z_bias: (Co,). -> S (N, 2Co, ...) for two terms, else (N, Co, ...); shares (N, 5)
+    float64."""
     N, Co = R.shape[:2]
     L = R.size // (N * Co)
-    S = np.empty(PQ.shape, R.dtype)
-    shares = np.zeros((N, 5))
     dt = R.dtype.type
-    vec = [np.ascontiguousarray(np.broadcast_to(v, (Co,)), dtype=R.dtype) for v in (bias, bias_p, bias_n)]
-    _split(_two_term_ratios, (np.ascontiguousarray(PQ).reshape(N, -1, L), np.ascontiguousarray(R).reshape(N, Co, L),
-                              *vec, dt(ap), dt(bp), dt(an), dt(bn), dt(cp), dt(cn), dt(eps), gamma,
-                              S.reshape(N, -1, L), shares), 1, N, PQ.size)
+    flat = lambda v, c: np.ascontiguousarray(v, dtype=R.dtype).reshape(N, c, L)
+    P = flat(PQ, PQ.shape[1])
+    if z is not None:
+        Qa, q0, qp, qb = flat(z, Co), 0, 1, np.ascontiguousarray(z_bias, dtype=R.dtype)
+    else:
+        two = PQ.shape[1] == 2 * Co
+        Qa, q0, qp, qb = (P if two else np.empty((N, 0, L), R.dtype)), Co, 0, np.zeros(Co, R.dtype)
+    S = np.empty((N, (2 if Qa.shape[1] else 1) * Co) + R.shape[2:], R.dtype)
+    shares = np.zeros((N, 5))
+    vec = [np.ascontiguousarray(v, dtype=R.dtype) for v in (bias, bias_p, bias_n)]
+    _split(_two_term_ratios, (P, Qa, q0, dt(qp), qb, flat(R, Co), *vec, dt(ap), dt(bp), dt(an), dt(bn),
+                              dt(cp), dt(cn), dt(eps), gamma, S.reshape(N, -1, L), shares), 1, N, S.size)
     return S, shares
 
 
-def two_term_ratios_ref(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma):
+def two_term_ratios_ref(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, gamma, z=None, z_bias=None):
     """NumPy twin of :func:`two_term_ratios`."""
     N, Co = R.shape[:2]
     shape = (1, Co) + (1,) * (R.ndim - 2)
-    bias, bias_p, bias_n = (np.broadcast_to(v, (Co,)).reshape(shape) for v in (bias, bias_p, bias_n))
+    bias, bias_p, bias_n = (np.asarray(v).reshape(shape) for v in (bias, bias_p, bias_n))
     P = PQ[:, :Co]
-    two = PQ.shape[1] == 2 * Co
-    Q = PQ[:, Co:] if two else np.zeros_like(P)
+    if z is not None:
+        Q = z - np.asarray(z_bias).reshape(shape) - P
+        two = True
+    else:
+        two = PQ.shape[1] == 2 * Co
+        Q = PQ[:, Co:] if two else np.zeros_like(P)
     z = P + Q + bias
     use_p = z > 0 if gamma else np.ones(P.shape, bool)
     use_n = (z < 0 if gamma else np.ones(P.shape, bool)) & two

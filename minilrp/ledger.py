@@ -5,29 +5,59 @@ Rows are in backward order (output layer first). All sums are per example, shape
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 SHARES = ("bias", "stabiliser", "dropped")
 
 
+def _sums(R):
+    return R.reshape(len(R), -1).sum(1)
+
+
 class Ledger:
+    """Filled by Network.relevance in backward order; ``rows`` are built when first read
+    (the labels and dicts cost more than a small layer's relevance step)."""
+
     def __init__(self):
-        self.rows = []
+        self._entries = []
+        self._rows = None
+        self._last = None  # (weak reference to the last R_in, its sums): the next R_out
 
     def add(self, index, layer, rule, R_out, R_in, shares, keep=False):
+        """One layer's step: relevance R_out entering it from above, R_in leaving to its
+        input, ``shares`` of what did not arrive. rule None: a pass-through layer (R_in is
+        R_out reshaped)."""
+        last = self._last
+        entering = last[1] if last is not None and last[0]() is R_out else _sums(R_out)
+        leaving = entering if rule is None else _sums(R_in)
+        self._entries.append((index, layer, rule, entering, leaving, shares, R_in if keep else None))
+        self._last = (weakref.ref(R_in), leaving)
+        self._rows = None
+
+    @property
+    def rows(self) -> list:
+        """One dict per layer, backward order: index, layer, kind, rule, entering, leaving,
+        bias, stabiliser, dropped (and positive/negative for alpha-beta; relevance when kept)."""
+        if self._rows is None:
+            self._rows = [self._row(*e) for e in self._entries]
+        return self._rows
+
+    @staticmethod
+    def _row(index, layer, rule, entering, leaving, shares, R_in):
         row = {"index": index, "layer": layer.describe(), "kind": layer.kind,
                "rule": "pass" if rule is None else rule.label(),
-               "entering": R_out.reshape(len(R_out), -1).sum(1),
-               "leaving": R_in.reshape(len(R_in), -1).sum(1)}
-        zero = np.zeros_like(row["entering"])
+               "entering": entering, "leaving": leaving}
+        zero = np.zeros_like(entering)
         for key in SHARES:
             row[key] = shares.get(key, zero)
         for key in ("positive", "negative"):
             if key in shares:
                 row[key] = shares[key]
-        if keep:
+        if R_in is not None:
             row["relevance"] = R_in
-        self.rows.append(row)
+        return row
 
     def residual(self) -> np.ndarray:
         """Per row and example: entering - leaving - (bias + stabiliser + dropped); zero up

@@ -247,22 +247,35 @@ class Network:
                                        f"values, got {v.size}")
                 v = v.reshape(-1, 1, 1)
             try:
-                v = np.broadcast_to(v, x.shape)
+                np.broadcast_to(v, x.shape)
             except ValueError:
                 raise MinilrpError(f"ZBox {what} of shape {v.shape} does not fit the input "
                                    f"{x.shape[1:]}") from None
             bounds.append(v)
         low, high = bounds
+        C = x.shape[1]
+        if x.ndim == 4 and low.size <= C and high.size <= C:
+            # per-channel bounds (the usual case): compare each channel's extremes only
+            lo, hi = x.min(axis=(0, 2, 3)), x.max(axis=(0, 2, 3))
+            low, high = (np.broadcast_to(v.reshape(-1), (C,)) for v in (low, high))
+        else:
+            lo = hi = x
         tol = 1e-5 * np.maximum(1.0, np.abs(high - low))
-        if np.any(x < low - tol) or np.any(x > high + tol):
-            lo, hi = float(np.min(x - low)), float(np.max(x - high))
+        if np.any(lo < low - tol) or np.any(hi > high + tol):
+            out = max(float(np.max(low - lo)), float(np.max(hi - high)))
             raise MinilrpError(f"z^B bounds do not contain the input: it lies up to "
-                               f"{max(-lo, hi):.3g} outside [low, high] (set ZBox low/high, or "
+                               f"{out:.3g} outside [low, high] (set ZBox low/high, or "
                                "check the input normalisation)")
-        # broadcast views (stride 0 over the batch when shared): ZBox computes their terms once
-        return tuple(v.astype(self.dtype, copy=False).reshape(a.shape) if v.strides[0] else
-                     np.broadcast_to(v[0].astype(self.dtype).reshape(a.shape[1:]), a.shape)
-                     for v in (low, high))
+        return tuple(self._bounds_view(v, x, a) for v in bounds)
+
+    def _bounds_view(self, v, x, a):
+        """Bounds v (broadcastable to the input x) in the network's dtype, shaped like a:
+        a broadcast view (stride 0 over the batch, so ZBox computes their terms once) when
+        every example shares them."""
+        if v.ndim == x.ndim and v.shape[0] != 1:  # per-example bounds
+            return np.ascontiguousarray(np.broadcast_to(v, x.shape), dtype=self.dtype).reshape(a.shape)
+        one = np.broadcast_to(v.reshape(v.shape[1:]) if v.ndim == x.ndim else v, x.shape[1:])
+        return np.broadcast_to(np.ascontiguousarray(one, dtype=self.dtype).reshape(a.shape[1:]), a.shape)
 
     def clear(self):
         """Drop every layer's forward cache."""

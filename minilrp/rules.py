@@ -58,31 +58,47 @@ def _divide(R, d):
 STACKED = (Dense, Conv2d)  # layers whose weights stack along an output/input channel axis
 
 
-def _linear_stacked(layer, a, ws):
-    """[linear(a, w) for w in ws] stacked along the output-channel axis (N, len(ws) Co, ...),
-    in one GEMM where the layer's weights stack (Dense, Conv2d)."""
-    if isinstance(layer, STACKED):
-        return layer.linear(a, np.concatenate(ws))
-    return np.concatenate([layer.linear(a, w) for w in ws], axis=1)
+def _signed_parts(w):
+    """w+ and w- in one array (2, *w.shape); [0] and [1] are contiguous views."""
+    W = np.empty((2,) + w.shape, w.dtype)
+    np.maximum(w, 0, out=W[0])
+    np.minimum(w, 0, out=W[1])
+    return W
 
 
-def _linear_T_stacked(layer, S, ws):
-    """sum_i linear_T(S_i, ws[i]) for S = [S_0, S_1, ...] stacked along axis 1, in one GEMM
-    (and one col2im for a conv) where the weights stack."""
+def _linear_stacked(layer, a, W):
+    """[linear(a, W[i]) for each i] stacked along the output-channel axis (N, len(W) Co, ...),
+    in one GEMM where the layer's weights stack (Dense, Conv2d). W: (k, *w.shape)."""
     if isinstance(layer, STACKED):
-        return layer.linear_T(S, np.concatenate(ws))
-    return sum(layer.linear_T(part, w) for part, w in zip(np.split(S, len(ws), axis=1), ws))
+        return layer.linear(a, W.reshape((-1,) + W.shape[2:]))
+    return np.concatenate([layer.linear(a, w) for w in W], axis=1)
+
+
+def _linear_T_stacked(layer, S, W):
+    """sum_i linear_T(S_i, W[i]) for S = [S_0, S_1, ...] stacked along axis 1, in one GEMM
+    (and one col2im for a conv) where the weights stack. W: (k, *w.shape)."""
+    if isinstance(layer, STACKED):
+        return layer.linear_T(S, W.reshape((-1,) + W.shape[2:]))
+    return sum(layer.linear_T(part, w) for part, w in zip(np.split(S, len(W), axis=1), W))
 
 
 def _linear2(layer, a, w1, w2):
     """(linear(a, w1), linear(a, w2)) in one GEMM where the weights stack."""
-    z = _linear_stacked(layer, a, [w1, w2])
+    z = _linear_stacked(layer, a, np.stack([w1, w2]))
     return np.split(z, 2, axis=1)
 
 
 def _linear_T2(layer, s1, w1, s2, w2):
     """linear_T(s1, w1) + linear_T(s2, w2) in one GEMM where the weights stack."""
-    return _linear_T_stacked(layer, np.concatenate([s1, s2], axis=1), [w1, w2])
+    return _linear_T_stacked(layer, np.concatenate([s1, s2], axis=1), np.stack([w1, w2]))
+
+
+def _linear_inputs(layer, vs, ws):
+    """sum_i linear(vs[i], ws[i]) in one GEMM, stacking inputs and weights along the input
+    axis where the layer has one."""
+    if isinstance(layer, STACKED):
+        return layer.linear(np.concatenate(vs, axis=1), np.concatenate(ws, axis=1))
+    return sum(layer.linear(v, w) for v, w in zip(vs, ws))
 
 
 def _linear_T_inputs(layer, s, ws):
@@ -92,6 +108,19 @@ def _linear_T_inputs(layer, s, ws):
         c = layer.linear_T(s, np.concatenate(ws, axis=1))
         return np.split(c, len(ws), axis=1)
     return [layer.linear_T(s, w) for w in ws]
+
+
+def _fused_ratios(layer, a, R, ctx, W, bias, *args):
+    """Steps 1-2 of the rule pattern for inputs a >= 0, where a rule needs only P = a w+ and
+    Q = a w- (W = [w+, w-], or [w+] alone for one term): P from one GEMM and Q from the
+    forward's output z = P + Q + b when the caller has it (ctx["z"]), else both from one
+    stacked GEMM; then the element-wise steps in one pass (kernels.two_term_ratios; ``bias``
+    and ``args`` are its parameters). -> S (N, len(W) Co, ...), shares (N, 5)."""
+    z = (ctx or {}).get("z")
+    if z is not None and len(W) == 2:
+        P = layer.linear(a, W[0])
+        return kernels.two_term_ratios(P, R, bias, *args, z=z, z_bias=_bias_vector(layer.bias, R))
+    return kernels.two_term_ratios(_linear_stacked(layer, a, W), R, bias, *args)
 
 
 def _one_image_linear(layer, v, w, b=None):
@@ -227,18 +256,20 @@ class Gamma(Rule):
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
         g = self.gamma
-        wp, wn = np.maximum(w, 0), np.minimum(w, 0)
-        w_up, w_down = w + g * wp, w + g * wn          # weights favouring positive / negative z
-        if not np.any(a < 0):
-            # a >= 0 (after a ReLU): the a- terms vanish. With P = a w+, Q = a w- (one stacked
-            # GEMM): z = P + Q + b, d_pos = (1+g) P + Q + b + g b+, d_neg = P + (1+g) Q + b + g b-;
+        W = _signed_parts(w)
+        wp, wn = W
+        if a.min() >= 0:
+            # a >= 0 (after a ReLU): the a- terms vanish. With P = a w+, Q = a w-:
+            # z = P + Q + b, d_pos = (1+g) P + Q + b + g b+, d_neg = P + (1+g) Q + b + g b-;
             # the element-wise steps run fused, then one stacked transposed GEMM.
             bv = _bias_vector(b, R)
-            PQ = _linear_stacked(layer, a, [wp, wn])
-            S, sh = kernels.two_term_ratios(PQ, R, bv, bv + g * np.maximum(bv, 0), bv + g * np.minimum(bv, 0),
-                                            1 + g, 1, 1, 1 + g, 1, 1, self.epsilon, True)
-            R_in = a * _linear_T_stacked(layer, S, [w_up, w_down])
+            S, sh = _fused_ratios(layer, a, R, ctx, W, bv, bv + g * np.maximum(bv, 0), bv + g * np.minimum(bv, 0),
+                                  1 + g, 1, 1, 1 + g, 1, 1, self.epsilon, True)
+            W *= g
+            W += w  # [w + g w+, w + g w-], the weights favouring positive / negative z, in place
+            R_in = a * _linear_T_stacked(layer, S, W)
             return R_in, {"bias": sh[:, 0], "stabiliser": sh[:, 1], "dropped": sh[:, 2]}
+        w_up, w_down = w + g * wp, w + g * wn          # weights favouring positive / negative z
         # signed inputs: both halves of a, four modified forwards
         bm = _bias_map(b, R)
         b_up, b_down = bm + g * np.maximum(bm, 0), bm + g * np.minimum(bm, 0)
@@ -287,19 +318,18 @@ class AlphaBeta(Rule):
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
-        wp, wn = np.maximum(w, 0), np.minimum(w, 0)
-        ws = [wp, wn] if self.beta else [wp]
-        if not np.any(a < 0):
-            # a >= 0: z+ = P + b+, z- = Q + b- from one stacked GEMM (P alone for z+), fused
-            # element-wise steps, one stacked transposed GEMM.
+        if a.min() >= 0:
+            # a >= 0: z+ = P + b+, z- = Q + b- (P alone for z+), fused element-wise steps,
+            # one stacked transposed GEMM.
             bv = _bias_vector(b, R)
-            PQ = _linear_stacked(layer, a, ws)
-            S, sh = kernels.two_term_ratios(PQ, R, bv, np.maximum(bv, 0), np.minimum(bv, 0), 1, 0, 0, 1,
-                                            self.alpha, -self.beta, self.epsilon, False)
-            R_in = a * _linear_T_stacked(layer, S, ws)
+            W = _signed_parts(w) if self.beta else np.maximum(w, 0)[None]
+            S, sh = _fused_ratios(layer, a, R, ctx, W, bv, np.maximum(bv, 0), np.minimum(bv, 0), 1, 0, 0, 1,
+                                  self.alpha, -self.beta, self.epsilon, False)
+            R_in = a * _linear_T_stacked(layer, S, W)
             return R_in, {"bias": sh[:, 0], "stabiliser": sh[:, 1], "dropped": sh[:, 2],
                           "positive": sh[:, 3], "negative": sh[:, 4]}
         # signed inputs: P = a+ w+ + a- w-, Q = a+ w- + a- w+ (the positive and negative parts)
+        wp, wn = _signed_parts(w)
         bm = _bias_map(b, R)
         bp, bn = np.maximum(bm, 0), np.minimum(bm, 0)
         ap, an = np.maximum(a, 0), np.minimum(a, 0)
@@ -350,9 +380,12 @@ class ZBox(Rule):
             raise MinilrpError("ZBox needs bounds: give low/high, or use it on the pixel layer "
                                "where the network's input range applies")
         w = layer.weight
-        wp, wn = np.maximum(w, 0), np.minimum(w, 0)
-        # the bounds are usually the same for every image: their terms are computed once
-        z = layer.linear(a, w) - _one_image_linear(layer, low, wp) - _one_image_linear(layer, high, wn)
+        wp, wn = _signed_parts(w)
+        z = (ctx or {}).get("z")  # the forward's output, less the bias that z^B cancels
+        z = layer.linear(a, w) if z is None else z - _bias_map(layer.bias, z)
+        # sum_j l_j w+_jk + h_j w-_jk in one GEMM; computed once when every image has the same bounds
+        shared = low.strides[0] == 0 and high.strides[0] == 0
+        z = z - _linear_inputs(layer, [np.ascontiguousarray(v[:1] if shared else v) for v in (low, high)], [wp, wn])
         s, shares = _ratio(z, R, self.epsilon)
         c, c_low, c_high = _linear_T_inputs(layer, s, [w, wp, wn])
         return a * c - low * c_low - high * c_high, shares
@@ -390,14 +423,35 @@ class Flat(Rule):
         _check_nonneg(self.epsilon, "epsilon")
 
     def relevance(self, layer, a, R, ctx=None):
-        w = np.ones_like(layer.weight)
-        z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
-        s, shares = _ratio(z, R, self.epsilon)
         if isinstance(layer, STACKED):
-            # all weights equal: sum the ratios over the outputs first, then spread that one
-            # channel back (a transposed conv with a single output channel)
-            return layer.linear_T(s.sum(axis=1, keepdims=True), w[:1]), shares
+            # all weights equal: every output channel has the same n_k, so the relevance is
+            # summed over the channels first and spread back through one channel of ones
+            w = np.ones((1,) + layer.weight.shape[1:], a.dtype)
+            R = R.sum(axis=1, keepdims=True)
+            z = np.broadcast_to(_window_counts(layer, a.shape[1:], a.dtype), R.shape)
+        else:
+            w = np.ones_like(layer.weight)
+            z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
+        s, shares = _ratio(z, R, self.epsilon)
         return layer.linear_T(s, w), shares
+
+
+_counts: dict = {}
+
+
+def _window_counts(layer, in_shape, dtype):
+    """n_k of a Dense or Conv2d layer for inputs of shape in_shape: how many inputs each
+    output's window reaches, (1, 1[, Ho, Wo]). It depends on the geometry only, so it is
+    kept per geometry (a conv of ones costs as much as the rest of Flat at batch 1)."""
+    key = (type(layer), tuple(layer.config().items()), tuple(in_shape), np.dtype(dtype))
+    n = _counts.get(key)
+    if n is None:
+        if len(_counts) >= 64:
+            _counts.clear()
+        ones = np.ones((1,) + layer.weight.shape[1:], dtype)
+        n = _counts[key] = layer.linear(np.ones((1,) + tuple(in_shape), dtype), ones)
+        n.flags.writeable = False
+    return n
 
 
 # ----------------------------------------------------------------------------------------

@@ -202,6 +202,18 @@ def test_two_term_ratios_against_twin(two, gamma, dtype, hw, rng):
     np.testing.assert_allclose(S, S2, rtol=tol, atol=tol)
     np.testing.assert_allclose(sh, sh2, rtol=tol, atol=tol * 100)
     assert np.all(np.isfinite(S))
+    if two:  # Q recovered from the layer's output z = P + Q + zb instead of its own GEMM
+        zb = rng.standard_normal(Co).astype(dtype)
+        z = PQ[:, :Co] + PQ[:, Co:] + zb[:, None, None]
+        S3, sh3 = k.two_term_ratios(np.ascontiguousarray(PQ[:, :Co]), *args[1:], z=z, z_bias=zb)
+        assert S3.shape == S.shape
+        # Q = z - zb - P rounds differently from Q itself; near-zero denominators amplify it
+        rel = 1e-3 if dtype == np.float32 else 1e-9
+        np.testing.assert_allclose(S3, S2, rtol=rel, atol=rel * np.abs(S2).max())
+        np.testing.assert_allclose(sh3, sh2, rtol=rel, atol=rel * np.abs(sh2).max())
+        S4, sh4 = k.two_term_ratios_ref(PQ[:, :Co], *args[1:], z=z, z_bias=zb)
+        np.testing.assert_allclose(S4, S3, rtol=rel, atol=rel * np.abs(S4).max())
+        np.testing.assert_allclose(sh4, sh3, rtol=rel, atol=rel * np.abs(sh4).max())
 
 
 @pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2), (3, 3)])  # stride = K: the tiled kernel

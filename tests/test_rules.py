@@ -32,18 +32,21 @@ def cases(rng):
             yield layer, a, R
 
 
-def run(rule, layer, a, R, ctx=None):
-    layer.forward(a)
-    R_in, shares = rule.relevance(layer, a, R, ctx or {})
+def run(rule, layer, a, R, ctx=None, with_z=False):
+    """The rule on one layer; ``with_z``: hand it the forward's output, as Network.relevance
+    does (rules may then skip recomputing parts of z)."""
+    z = layer.forward(a)
+    ctx = dict(ctx or {}, **({"z": z} if with_z else {}))
+    R_in, shares = rule.relevance(layer, a, R, ctx)
     return R_in, shares
 
 
 def check_against_slow(rule, fn_slow, rng):
     n = 0
-    for layer, a, R in cases(rng):
+    for (layer, a, R), with_z in ((case, with_z) for case in cases(rng) for with_z in (False, True)):
         W, b, T = slow.dense_form(layer, a.shape[1:])
         b = b if getattr(rule, "bias", True) else None
-        fast, shares = run(rule, layer, a, R)
+        fast, shares = run(rule, layer, a, R, with_z=with_z)
         for e in range(len(a)):
             ref = fn_slow(a[e].reshape(-1), W, b, T, R[e].reshape(-1))
             np.testing.assert_allclose(fast[e].reshape(-1), ref, **TOL)
@@ -52,7 +55,7 @@ def check_against_slow(rule, fn_slow, rng):
         np.testing.assert_allclose(missing, shares["bias"] + shares["stabiliser"] + shares["dropped"],
                                    rtol=1e-9, atol=1e-9)
         n += 1
-    assert n == 8
+    assert n == 16
 
 
 @pytest.mark.parametrize("eps,bias", [(0.0, True), (1e-6, True), (0.3, True), (0.3, False)])
@@ -95,12 +98,16 @@ def test_flat(rng):
     check_against_slow(Flat(), lambda a, W, b, T, R: slow.flat(T, R, 1e-6), rng)
 
 
-def test_zbox(rng):
+@pytest.mark.parametrize("shared", [False, True])  # True: the same bounds for every image
+@pytest.mark.parametrize("with_z", [False, True])
+def test_zbox(shared, with_z, rng):
     for layer, a, R in cases(rng):
         low = np.full_like(a, -1.5) + 0.1 * rng.standard_normal(a.shape)
         high = np.full_like(a, 2.0) + 0.1 * rng.standard_normal(a.shape)
+        if shared:  # broadcast views, as Network.relevance passes per-channel bounds
+            low, high = (np.broadcast_to(v[:1], v.shape) for v in (low, high))
         W, _, _ = slow.dense_form(layer, a.shape[1:])
-        fast, shares = run(ZBox(), layer, a, R, {"bounds": (low, high)})
+        fast, shares = run(ZBox(), layer, a, R, {"bounds": (low, high)}, with_z)
         for e in range(2):
             ref = slow.zbox(a[e].reshape(-1), low[e].reshape(-1), high[e].reshape(-1), W, R[e].reshape(-1), 1e-6)
             np.testing.assert_allclose(fast[e].reshape(-1), ref, **TOL)
