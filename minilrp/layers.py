@@ -169,6 +169,7 @@ class Conv2d(Layer):
         if bias is None and use_bias:
             bias = np.zeros(self.out_channels, self.weight.dtype)
         self.bias = None if bias is None else _array(bias, (self.out_channels,), "Conv2d bias")
+        self._cols = None
 
     def params(self):
         return {"weight": self.weight} if self.bias is None else {"weight": self.weight, "bias": self.bias}
@@ -190,8 +191,11 @@ class Conv2d(Layer):
         return (self.out_channels, Ho, Wo)
 
     def linear(self, a, w, b=None):
-        """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None."""
-        return kernels.conv2d(a, w, b, self.stride, self.padding)
+        """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None.
+        The cached input's im2col columns are reused when it is read-only (Network.forward
+        makes the activations it passes on read-only, so they cannot have changed)."""
+        cols = self._cols if a is self.a and not a.flags.writeable else None
+        return kernels.conv2d(a, w, b, self.stride, self.padding, cols=cols)
 
     def linear_T(self, s, w, in_hw=None):
         """Transposed convolution: the adjoint of ``linear`` in a. s: (N, Co, Ho, Wo)."""
@@ -200,10 +204,16 @@ class Conv2d(Layer):
 
     def forward(self, a):
         self.a = a
-        return self.linear(a, self.weight, self.bias)
+        # the whole batch's im2col columns, kept while small: LRP rules convolve a again
+        self._cols = kernels.columns(a, self.kernel_size, self.stride, self.padding,
+                                     None if self._cols is None else self._cols.base)
+        return kernels.conv2d(a, self.weight, self.bias, self.stride, self.padding, cols=self._cols)
 
     def backward(self, g):
         return self.linear_T(g, self.weight)
+
+    def clear(self):
+        self.a = self._cols = None
 
 
 class _Pool(Layer):

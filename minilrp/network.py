@@ -123,9 +123,10 @@ class Network:
     def forward(self, x) -> np.ndarray:
         """Logits (N, n_classes); every layer caches its input for backward/relevance."""
         a = self.check_input(x)
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             a = layer.forward(a)
-        return a
+            a.flags.writeable = False  # a cache now (the next layer's input): never changed in place
+        return self.layers[-1].forward(a)
 
     def predict(self, x):
         """Softmax probabilities (N, n_classes) and predicted classes (N,)."""

@@ -26,6 +26,7 @@ sum(R) - sum(R_in) = bias + stabiliser + dropped (the ledger checks it).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
@@ -193,8 +194,12 @@ def _ratio(z, R, eps, b=None):
 
 
 def _check_nonneg(value, what):
-    if not np.isfinite(value) or value < 0:
-        raise MinilrpError(f"{what} must be >= 0, got {value}")
+    try:
+        ok = math.isfinite(value) and value >= 0
+    except TypeError:
+        ok = False
+    if not ok:
+        raise MinilrpError(f"{what} must be >= 0 (a finite number), got {value!r}")
 
 
 @dataclass(frozen=True)

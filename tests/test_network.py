@@ -125,3 +125,30 @@ def test_preprocess(rng):
     np.testing.assert_allclose(net.input_high, [2.0])
     with pytest.raises(MinilrpError, match="do not fit"):
         net.preprocess(np.zeros((1, 3, 3), np.uint8))
+
+
+def test_cached_activations_are_read_only_and_conv_columns_reused(rng):
+    """The activations a forward pass leaves on the layers are read-only (the LRP rules rely
+    on them, and a conv reuses their im2col columns); the caller's input stays writeable."""
+    from minilrp import kernels
+    net = Network([Conv2d(1, 3, 3, padding=1), ReLU(), Conv2d(3, 4, 3, stride=2), ReLU(), Flatten(),
+                   Dense(36, 2)], (1, 8, 8)).astype(np.float64)
+    for layer in net.layers:
+        for p in layer.params().values():
+            p[...] = rng.standard_normal(p.shape)
+    x = rng.standard_normal((2, 1, 8, 8))
+    net.forward(x)
+    conv = net.layers[2]
+    assert all(not layer.a.flags.writeable for layer in net.layers[1:])
+    with pytest.raises(ValueError, match="read-only"):
+        conv.a[...] = 0
+    assert conv._cols is not None
+    w = rng.standard_normal(conv.weight.shape)
+    np.testing.assert_array_equal(conv.linear(conv.a, w), kernels.conv2d(conv.a.copy(), w, None, 2, 0))
+    # a writeable input (the caller's own array) is convolved afresh, even after in-place edits
+    first = net.layers[0]
+    x = net.check_input(x)
+    net.forward(x)
+    assert first.a is x and x.flags.writeable
+    x[...] = 1.0
+    np.testing.assert_array_equal(first.linear(x, first.weight), kernels.conv2d(np.ones_like(x), first.weight, None, 1, 1))

@@ -144,6 +144,9 @@ def test_parameter_checks():
         Gamma(-0.1)
     with pytest.raises(MinilrpError, match="epsilon must be >= 0"):
         Epsilon(-1e-3)
+    for bad in (float("nan"), float("inf"), "0.1", None):
+        with pytest.raises(MinilrpError, match="epsilon must be >= 0 \\(a finite number\\)"):
+            Epsilon(bad)
     with pytest.raises(MinilrpError, match="alpha \\+ beta = 1.*alpha - beta = 1"):
         AlphaBeta(0.7, 0.3)
     with pytest.raises(MinilrpError, match="alpha - beta must equal 1"):
