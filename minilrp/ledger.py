@@ -13,7 +13,7 @@ SHARES = ("bias", "stabiliser", "dropped")
 
 
 def _sums(R):
-    return R.reshape(len(R), -1).sum(1)
+    return np.add.reduce(R.reshape(len(R), -1), axis=1)
 
 
 class Ledger:

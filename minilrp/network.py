@@ -56,6 +56,7 @@ class Network:
         if np.any(self.input_low > self.input_high):
             raise MinilrpError("input_range low exceeds high")
         self.provenance = dict(provenance or {})
+        self._rules_cache = None
         dtypes = {p.dtype for layer in self.layers for p in layer.params().values() if p is not None}
         self.dtype = np.dtype(np.float32) if not dtypes else max(dtypes, key=lambda d: d.itemsize)
         self.astype(self.dtype)
@@ -210,9 +211,7 @@ class Network:
         or a Rule; start: see :meth:`initial_relevance`. The per-layer ledger of the call is
         left in ``self.ledger`` (with every layer's relevance when ``keep``), the targets in
         ``self.last_targets``."""
-        from .composites import get_composite
-        composite = get_composite(composite, **params)
-        rules = composite.rules(self)
+        rules = self._rules(composite, params)
         logits = self.forward(x)
         targets = self.targets(target, logits)
         R = self.initial_relevance(logits, targets, start)
@@ -230,6 +229,26 @@ class Network:
             R = R_in
         self.ledger, self.last_targets = ledger, targets
         return R
+
+    def _rules(self, composite, params):
+        """The rule of every layer under ``composite`` (see composites.get_composite). A
+        preset's rules are kept for its name, parameters and these layers: rules are
+        immutable, and building a preset costs as much as a small layer's relevance."""
+        from .composites import get_composite
+        key = None
+        if isinstance(composite, str):
+            key = (composite.lower(), tuple(sorted(params.items())), tuple(map(id, self.layers)))
+            try:
+                hash(key)
+            except TypeError:  # unhashable parameters (e.g. array bounds): not kept
+                key = None
+            else:
+                if self._rules_cache is not None and self._rules_cache[0] == key:
+                    return self._rules_cache[1]
+        rules = get_composite(composite, **params).rules(self)
+        if key is not None:
+            self._rules_cache = (key, rules, self.layers[:])  # the layers: their ids stay theirs
+        return rules
 
     def _box_bounds(self, rule, i, a):
         """z^B bounds (low, high) shaped like layer i's input ``a``; None for other rules."""
