@@ -3,6 +3,8 @@ targets and initial relevance, z^B bounds, composites and the ledger."""
 import numpy as np
 import pytest
 
+import minilrp.io
+
 from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, MinilrpError, Network, ReLU
 from minilrp.composites import PRESETS, Composite, get_composite
 from minilrp.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
@@ -165,3 +167,19 @@ def test_keep_layers(rng):
     R = net.relevance(images(rng, 2), "EpsilonPlus", keep=True)
     assert net.ledger.rows[-1]["relevance"] is R
     assert [r["relevance"].shape[1:] for r in net.ledger.rows] == list(reversed(net.shapes[:-1]))
+
+
+@pytest.mark.parametrize("preset", ["EpsilonGammaBox", "EpsilonPlusFlat", "EpsilonAlpha2Beta1"])
+def test_weights_changed_in_place_or_replaced_are_followed(preset, rng, tmp_path):
+    """Rules keep weight-derived arrays (w+, w-, w + g w+) and a preset's rule list between
+    calls; changing a weight in place or assigning a new one must show in the next heatmap."""
+    net, x = relu_net(rng), images(rng)
+    before = net.relevance(x, preset)
+    net.layers[3].weight *= -0.5           # in place
+    net.layers[0].weight[0] = rng.standard_normal(net.layers[0].weight[0].shape)
+    net.layers[7].weight = net.layers[7].weight[::-1].copy()   # replaced
+    after = net.relevance(x, preset)
+    path = tmp_path / "net.npz"
+    minilrp.io.save(path, net)
+    np.testing.assert_array_equal(after, minilrp.io.load(path).relevance(x, preset))
+    assert not np.allclose(after, before)

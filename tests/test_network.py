@@ -131,11 +131,9 @@ def test_cached_activations_are_read_only_and_conv_columns_reused(rng):
     """The activations a forward pass leaves on the layers are read-only (the LRP rules rely
     on them, and a conv reuses their im2col columns); the caller's input stays writeable."""
     from minilrp import kernels
-    net = Network([Conv2d(1, 3, 3, padding=1), ReLU(), Conv2d(3, 4, 3, stride=2), ReLU(), Flatten(),
-                   Dense(36, 2)], (1, 8, 8)).astype(np.float64)
-    for layer in net.layers:
-        for p in layer.params().values():
-            p[...] = rng.standard_normal(p.shape)
+    net = Network([Conv2d(1, 3, 3, padding=1, weight=rng.standard_normal((3, 1, 3, 3))), ReLU(),
+                   Conv2d(3, 4, 3, stride=2, weight=rng.standard_normal((4, 3, 3, 3))), ReLU(), Flatten(),
+                   Dense(36, 2, weight=rng.standard_normal((2, 36)))], (1, 8, 8))
     x = rng.standard_normal((2, 1, 8, 8))
     net.forward(x)
     conv = net.layers[2]
