@@ -56,7 +56,7 @@ class Network:
         if np.any(self.input_low > self.input_high):
             raise MinilrpError("input_range low exceeds high")
         self.provenance = dict(provenance or {})
-        self._rules_cache = None
+        self._rules_cache = self._bounds_cache = None
         dtypes = {p.dtype for layer in self.layers for p in layer.params().values() if p is not None}
         self.dtype = np.dtype(np.float32) if not dtypes else max(dtypes, key=lambda d: d.itemsize)
         self.astype(self.dtype)
@@ -223,7 +223,7 @@ class Network:
                 R_in, shares = R.reshape(a.shape), {}
             else:
                 z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
-                ctx = {"bounds": self._box_bounds(rule, i, a), "z": z}
+                ctx = {"z": z, **self._box_bounds(rule, i, a)}
                 R_in, shares = rule.relevance(layer, a, R, ctx)
             ledger.add(i, layer, rule, R, R_in, shares, keep)
             R = R_in
@@ -251,13 +251,36 @@ class Network:
         return rules
 
     def _box_bounds(self, rule, i, a):
-        """z^B bounds (low, high) shaped like layer i's input ``a``; None for other rules."""
+        """z^B bounds for layer i's input ``a``: {"bounds": (low, high) shaped like a,
+        "channel_bounds": (l, h) per-channel tuples when every image and position of a channel
+        shares them, else None}; {} for other rules. The network's own bounds are prepared
+        once per input shape; the input is checked against them on every call."""
         if not hasattr(rule, "low"):
-            return (None, None)
+            return {}
         if any(not isinstance(layer, Flatten) for layer in self.layers[:i]):
             raise MinilrpError(f"ZBox serves the pixel layer: layer {i} ({self.layers[i]!r}) is "
                                "not fed by the network input directly")
         x = self.layers[0].a
+        key = (x.shape, a.shape, self.dtype, self.input_low.tobytes(), self.input_high.tobytes()) \
+            if rule.low is None and rule.high is None else None
+        cached = self._bounds_cache
+        prep = cached[1] if key is not None and cached is not None and cached[0] == key else None
+        if prep is None:
+            prep = self._prepare_bounds(rule, x, a)
+            if key is not None:
+                self._bounds_cache = (key, prep)
+        (low, high), axes = prep["arrays"], prep["axes"]
+        lo, hi = (x.min(axis=axes), x.max(axis=axes)) if axes else (x, x)
+        if (lo < prep["floor"]).any() or (hi > prep["ceiling"]).any():
+            out = max(float(np.max(low - lo)), float(np.max(hi - high)))
+            raise MinilrpError(f"z^B bounds do not contain the input: it lies up to "
+                               f"{out:.3g} outside [low, high] (set ZBox low/high, or "
+                               "check the input normalisation)")
+        return {"bounds": prep["bounds"], "channel_bounds": prep["channel_bounds"]}
+
+    def _prepare_bounds(self, rule, x, a):
+        """Validate the rule's bounds (or the network's) against the input's shape; their
+        views for ZBox, the per-channel values when they are per channel, the check limits."""
         bounds = []
         for given, default, what in ((rule.low, self.input_low, "low"), (rule.high, self.input_high, "high")):
             v = np.asarray(default if given is None else given, dtype=np.float64)
@@ -274,19 +297,16 @@ class Network:
             bounds.append(v)
         low, high = bounds
         C = x.shape[1]
+        prep = {"bounds": tuple(self._bounds_view(v, x, a) for v in bounds), "axes": None,
+                "arrays": (low, high), "channel_bounds": None}
         if x.ndim == 4 and low.size <= C and high.size <= C:
             # per-channel bounds (the usual case): compare each channel's extremes only
-            lo, hi = x.min(axis=(0, 2, 3)), x.max(axis=(0, 2, 3))
-            low, high = (np.broadcast_to(v.reshape(-1), (C,)) for v in (low, high))
-        else:
-            lo = hi = x
-        tol = 1e-5 * np.maximum(1.0, np.abs(high - low))
-        if np.any(lo < low - tol) or np.any(hi > high + tol):
-            out = max(float(np.max(low - lo)), float(np.max(hi - high)))
-            raise MinilrpError(f"z^B bounds do not contain the input: it lies up to "
-                               f"{out:.3g} outside [low, high] (set ZBox low/high, or "
-                               "check the input normalisation)")
-        return tuple(self._bounds_view(v, x, a) for v in bounds)
+            l, h = (np.broadcast_to(v.reshape(-1), (C,)).copy() for v in (low, high))
+            prep.update(axes=(0, 2, 3), arrays=(l, h), channel_bounds=(tuple(l.tolist()), tuple(h.tolist())))
+        low, high = prep["arrays"]
+        tol = 1e-5 * np.maximum(1.0, np.abs(high - low))  # rounding of the normalisation
+        prep.update(floor=low - tol, ceiling=high + tol)
+        return prep
 
     def _bounds_view(self, v, x, a):
         """Bounds v (broadcastable to the input x) in the network's dtype, shaped like a:

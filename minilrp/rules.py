@@ -404,15 +404,34 @@ class ZBox(Rule):
             raise MinilrpError("ZBox needs bounds: give low/high, or use it on the pixel layer "
                                "where the network's input range applies")
         w = layer.weight
-        wp, wn = _derived(layer, "signed", _signed_parts)
         z = (ctx or {}).get("z")  # the forward's output, less the bias that z^B cancels
         z = layer.linear(a, w) if z is None else z - _bias_map(layer.bias, z)
+        channel = (ctx or {}).get("channel_bounds")
+        if channel is not None and isinstance(layer, Conv2d):
+            # the same l, h per input channel everywhere: sum_j l_j w+_jk + h_j w-_jk is a conv
+            # of ones with the one weight w_b = l w+ + h w-, kept per weight, bounds and shape,
+            # and R_j = x_j (w s)_j - (w_b s)_j needs two stacked weights instead of three
+            l, h = channel
+            w_b = _derived(layer, ("box", l, h), lambda w: _box_weight(w, l, h))
+            z_b = _derived(layer, ("box z", l, h, a.shape[1:]),
+                           lambda w: layer.linear(np.ones((1,) + a.shape[1:], a.dtype), w_b))
+            s, shares = _ratio(z - z_b, R, self.epsilon)
+            c, c_b = _linear_T_inputs(layer, s, [w, w_b])
+            return a * c - c_b, shares
+        wp, wn = _derived(layer, "signed", _signed_parts)
         # sum_j l_j w+_jk + h_j w-_jk in one GEMM; computed once when every image has the same bounds
         shared = low.strides[0] == 0 and high.strides[0] == 0
         z = z - _linear_inputs(layer, [np.ascontiguousarray(v[:1] if shared else v) for v in (low, high)], [wp, wn])
         s, shares = _ratio(z, R, self.epsilon)
         c, c_low, c_high = _linear_T_inputs(layer, s, [w, wp, wn])
         return a * c - low * c_low - high * c_high, shares
+
+
+def _box_weight(w, l, h):
+    """l w+ + h w- for a conv weight w (Co, C, K, K) and per-input-channel bounds l, h (C,)."""
+    wp, wn = _signed_parts(w)
+    shape = (1, -1) + (1,) * (w.ndim - 2)
+    return np.asarray(l, w.dtype).reshape(shape) * wp + np.asarray(h, w.dtype).reshape(shape) * wn
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,28 @@ def test_zbox(shared, with_z, rng):
         np.testing.assert_allclose(R.reshape(2, -1).sum(1) - fast.reshape(2, -1).sum(1), shares["stabiliser"], atol=1e-9)
 
 
+@pytest.mark.parametrize("with_z", [False, True])
+def test_zbox_per_channel_bounds(with_z, rng):
+    """The path for bounds that are the same per input channel everywhere (how Network.relevance
+    passes a model's input range): one weight l w+ + h w-, its bound term kept per shape."""
+    n = 0
+    for layer, a, R in cases(rng):
+        if not isinstance(layer, Conv2d):
+            continue
+        C = a.shape[1]
+        l, h = -1.5 + 0.1 * rng.standard_normal(C), 2.0 + 0.1 * rng.standard_normal(C)
+        low, high = (np.broadcast_to(v.reshape(1, C, 1, 1), a.shape) for v in (l, h))
+        W, _, _ = slow.dense_form(layer, a.shape[1:])
+        ctx = {"bounds": (low, high), "channel_bounds": (tuple(l), tuple(h))}
+        for _ in range(2):  # the second call reuses the kept weight and bound term
+            fast, shares = run(ZBox(), layer, a, R, ctx, with_z)
+            for e in range(2):
+                ref = slow.zbox(a[e].reshape(-1), low[e].reshape(-1), high[e].reshape(-1), W, R[e].reshape(-1), 1e-6)
+                np.testing.assert_allclose(fast[e].reshape(-1), ref, **TOL)
+        n += 1
+    assert n == 4  # two convs, signed and non-negative inputs
+
+
 @pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2)])
 def test_maxpool_rules(K, s, rng):
     a = rng.standard_normal((2, 3, 7, 8))
