@@ -169,7 +169,7 @@ class Conv2d(Layer):
         if bias is None and use_bias:
             bias = np.zeros(self.out_channels, self.weight.dtype)
         self.bias = None if bias is None else _array(bias, (self.out_channels,), "Conv2d bias")
-        self._cols = None
+        self._cols = self._colbuf = None
 
     def params(self):
         return {"weight": self.weight} if self.bias is None else {"weight": self.weight, "bias": self.bias}
@@ -192,9 +192,8 @@ class Conv2d(Layer):
 
     def linear(self, a, w, b=None):
         """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None.
-        The cached input's im2col columns are reused when it is read-only (Network.forward
-        makes the activations it passes on read-only, so they cannot have changed)."""
-        cols = self._cols if a is self.a and not a.flags.writeable else None
+        The cached input's im2col columns are reused when they were kept (see forward)."""
+        cols = self._cols if a is self.a else None
         return kernels.conv2d(a, w, b, self.stride, self.padding, cols=cols)
 
     def linear_T(self, s, w, in_hw=None):
@@ -202,18 +201,25 @@ class Conv2d(Layer):
         in_hw = self._cached().shape[2:] if in_hw is None else in_hw
         return kernels.conv2d_transpose(s, w, self.stride, self.padding, in_hw)
 
-    def forward(self, a):
+    def forward(self, a, keep_columns=False):
+        """keep_columns: keep the whole batch's im2col columns while they are small, for
+        ``linear`` to reuse on the same input until :meth:`drop_columns` (Network.relevance
+        keeps them for its LRP rules, which convolve the cached input again)."""
         self.a = a
-        # the whole batch's im2col columns, kept while small: LRP rules convolve a again
         self._cols = kernels.columns(a, self.kernel_size, self.stride, self.padding,
-                                     None if self._cols is None else self._cols.base)
+                                     self._colbuf) if keep_columns else None
+        if self._cols is not None:
+            self._colbuf = self._cols.base
         return kernels.conv2d(a, self.weight, self.bias, self.stride, self.padding, cols=self._cols)
 
     def backward(self, g):
         return self.linear_T(g, self.weight)
 
+    def drop_columns(self):
+        self._cols = None
+
     def clear(self):
-        self.a = self._cols = None
+        self.a = self._cols = self._colbuf = None
 
 
 class _Pool(Layer):

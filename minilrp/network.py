@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MinilrpError
-from .layers import Flatten, Layer
+from .layers import Conv2d, Flatten, Layer
 from .ledger import Ledger
 
 
@@ -121,13 +121,13 @@ class Network:
         return self.check_input(x)
 
     # ----------------------------------------------------------------------------------
-    def forward(self, x) -> np.ndarray:
-        """Logits (N, n_classes); every layer caches its input for backward/relevance."""
+    def forward(self, x, keep_columns=False) -> np.ndarray:
+        """Logits (N, n_classes); every layer caches its input for backward/relevance.
+        keep_columns: convolutions keep their im2col columns (see Conv2d.forward)."""
         a = self.check_input(x)
-        for layer in self.layers[:-1]:
-            a = layer.forward(a)
-            a.flags.writeable = False  # a cache now (the next layer's input): never changed in place
-        return self.layers[-1].forward(a)
+        for layer in self.layers:
+            a = layer.forward(a, keep_columns) if isinstance(layer, Conv2d) else layer.forward(a)
+        return a
 
     def predict(self, x):
         """Softmax probabilities (N, n_classes) and predicted classes (N,)."""
@@ -212,21 +212,26 @@ class Network:
         left in ``self.ledger`` (with every layer's relevance when ``keep``), the targets in
         ``self.last_targets``."""
         rules = self._rules(composite, params)
-        logits = self.forward(x)
-        targets = self.targets(target, logits)
-        R = self.initial_relevance(logits, targets, start)
-        ledger = Ledger()
-        for i in reversed(range(len(self.layers))):
-            layer, rule = self.layers[i], rules[i]
-            a = layer.a
-            if rule is None:  # ReLU passes relevance, Flatten reshapes it
-                R_in, shares = R.reshape(a.shape), {}
-            else:
-                z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
-                ctx = {"z": z, **self._box_bounds(rule, i, a)}
-                R_in, shares = rule.relevance(layer, a, R, ctx)
-            ledger.add(i, layer, rule, R, R_in, shares, keep)
-            R = R_in
+        logits = self.forward(x, keep_columns=True)  # the rules convolve the cached inputs again
+        try:
+            targets = self.targets(target, logits)
+            R = self.initial_relevance(logits, targets, start)
+            ledger = Ledger()
+            for i in reversed(range(len(self.layers))):
+                layer, rule = self.layers[i], rules[i]
+                a = layer.a
+                if rule is None:  # ReLU passes relevance, Flatten reshapes it
+                    R_in, shares = R.reshape(a.shape), {}
+                else:
+                    z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
+                    ctx = {"z": z, **self._box_bounds(rule, i, a)}
+                    R_in, shares = rule.relevance(layer, a, R, ctx)
+                ledger.add(i, layer, rule, R, R_in, shares, keep)
+                R = R_in
+        finally:
+            for layer in self.layers:
+                if isinstance(layer, Conv2d):
+                    layer.drop_columns()
         self.ledger, self.last_targets = ledger, targets
         return R
 

@@ -127,9 +127,9 @@ def test_preprocess(rng):
         net.preprocess(np.zeros((1, 3, 3), np.uint8))
 
 
-def test_cached_activations_are_read_only_and_conv_columns_reused(rng):
-    """The activations a forward pass leaves on the layers are read-only (the LRP rules rely
-    on them, and a conv reuses their im2col columns); the caller's input stays writeable."""
+def test_conv_columns_kept_on_request_and_reused(rng):
+    """Network.relevance's forward keeps each conv's im2col columns for the LRP rules, which
+    convolve the cached input again; they are dropped when it returns."""
     from minilrp import kernels
     net = Network([Conv2d(1, 3, 3, padding=1, weight=rng.standard_normal((3, 1, 3, 3))), ReLU(),
                    Conv2d(3, 4, 3, stride=2, weight=rng.standard_normal((4, 3, 3, 3))), ReLU(), Flatten(),
@@ -137,16 +137,11 @@ def test_cached_activations_are_read_only_and_conv_columns_reused(rng):
     x = rng.standard_normal((2, 1, 8, 8))
     net.forward(x)
     conv = net.layers[2]
-    assert all(not layer.a.flags.writeable for layer in net.layers[1:])
-    with pytest.raises(ValueError, match="read-only"):
-        conv.a[...] = 0
+    assert conv._cols is None  # only on request
+    net.forward(x, keep_columns=True)
     assert conv._cols is not None
     w = rng.standard_normal(conv.weight.shape)
     np.testing.assert_array_equal(conv.linear(conv.a, w), kernels.conv2d(conv.a.copy(), w, None, 2, 0))
-    # a writeable input (the caller's own array) is convolved afresh, even after in-place edits
-    first = net.layers[0]
-    x = net.check_input(x)
-    net.forward(x)
-    assert first.a is x and x.flags.writeable
-    x[...] = 1.0
-    np.testing.assert_array_equal(first.linear(x, first.weight), kernels.conv2d(np.ones_like(x), first.weight, None, 1, 1))
+    np.testing.assert_array_equal(conv.linear(conv.a + 1, w), kernels.conv2d(conv.a + 1, w, None, 2, 0))
+    net.relevance(x, "Gamma")
+    assert conv._cols is None
