@@ -1,13 +1,15 @@
-"""Inner loops of the engine: three numba kernels, each beside a plain NumPy twin.
+"""Inner loops of the engine: numba kernels, each beside a plain NumPy twin.
 
 Convolution is BLAS-shaped: ``im2col`` gathers every receptive field of a chunk of images
 into the columns of a matrix ``cols`` (C*K*K, nb*Ho*Wo), one sgemm multiplies it by the
 weights (Co, C*K*K), and the transposed convolution (the input gradient, also the relevance
 pass of every LRP rule) multiplies by the transposed weights and scatters back with
 ``col2im``. Chunks of images keep ``cols`` a few MB, so it stays in cache and the batch
-size never multiplies the scratch memory. Pooling reuses the same two kernels on the
-(N*C) planes as one-channel images (windows as columns), plus ``maxpool`` for the forward
-max and argmax in one pass.
+size never multiplies the scratch memory; a batch whose columns fit one chunk can keep them
+(``columns``) for the LRP rules to convolve the same input again. Average pooling reuses
+the same two kernels on the (N*C) planes as one-channel images (windows as columns); max
+pooling has its own (forward max and argmax in one pass, gradient routing, ties-split
+relevance), and ``two_term_ratios`` fuses the element-wise steps of the LRP rules.
 
 Why it looks like this (measured on these 2-core machines, see BENCHMARKS.md):
 - the kernels write in memory order: scattered writes made the gather 5x slower;
