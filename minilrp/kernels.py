@@ -589,7 +589,7 @@ def two_term_ratios(PQ, R, bias, bias_p, bias_n, ap, bp, an, bn, cp, cn, eps, ga
     N, Co = R.shape[:2]
     L = R.size // (N * Co)
     dt = R.dtype
-    P = PQ.reshape(N, -1, L) if PQ.flags.c_contiguous and PQ.dtype == dt else np.ascontiguousarray(PQ, dt).reshape(N, -1, L)
+    P = np.ascontiguousarray(PQ, dt).reshape(N, -1, L)
     if z is not None:
         Qa, q0, qp, qb = np.ascontiguousarray(z, dt).reshape(N, Co, L), 0, 1, z_bias
     else:

@@ -467,19 +467,14 @@ class Flat(Rule):
 
     def relevance(self, layer, a, R, ctx=None):
         if isinstance(layer, STACKED):
-            # all weights equal: every output channel has the same n_k >= 0, so the relevance
-            # is summed over the channels first and spread back through one channel of ones;
-            # s(n) = n + eps, and what eps holds back is eps * sum(s)
+            # all weights equal: every output channel has the same n_k, so the relevance is
+            # summed over the channels first and spread back through one channel of ones
             w = np.ones((1,) + layer.weight.shape[1:], a.dtype)
             R = R.sum(axis=1, keepdims=True)
-            d = _window_counts(layer, a.shape[1:], a.dtype) + a.dtype.type(self.epsilon)
-            s = _divide(R, np.broadcast_to(d, R.shape))
-            zero = np.zeros(len(R))
-            shares = {"bias": zero, "stabiliser": self.epsilon * per_example(s),
-                      "dropped": per_example(np.where(d == 0, R, 0)) if not d.all() else zero}
-            return layer.linear_T(s, w), shares
-        w = np.ones_like(layer.weight)  # AvgPool2d: its kernel shape, shared by the channels
-        z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
+            z = np.broadcast_to(_window_counts(layer, a.shape[1:], a.dtype), R.shape)
+        else:
+            w = np.ones_like(layer.weight)  # AvgPool2d: its kernel shape, shared by the channels
+            z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
         s, shares = _ratio(z, R, self.epsilon)
         return layer.linear_T(s, w), shares
 
