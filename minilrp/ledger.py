@@ -5,8 +5,6 @@ Rows are in backward order (output layer first). All sums are per example, shape
 """
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 SHARES = ("bias", "stabiliser", "dropped")
@@ -23,17 +21,15 @@ class Ledger:
     def __init__(self):
         self._entries = []
         self._rows = None
-        self._last = None  # (weak reference to the last R_in, its sums): the next R_out
 
     def add(self, index, layer, rule, R_out, R_in, shares, keep=False):
-        """One layer's step: relevance R_out entering it from above, R_in leaving to its
-        input, ``shares`` of what did not arrive. rule None: a pass-through layer (R_in is
-        R_out reshaped)."""
-        last = self._last
-        entering = last[1] if last is not None and last[0]() is R_out else _sums(R_out)
+        """One layer's step, added in backward order: relevance R_out entering it from above
+        (the previous step's R_in, whose sums are reused), R_in leaving to its input,
+        ``shares`` of what did not arrive. rule None: a pass-through layer (R_in is R_out
+        reshaped)."""
+        entering = self._entries[-1][4] if self._entries else _sums(R_out)
         leaving = entering if rule is None else _sums(R_in)
         self._entries.append((index, layer, rule, entering, leaving, shares, R_in if keep else None))
-        self._last = (weakref.ref(R_in), leaving)
         self._rows = None
 
     @property
