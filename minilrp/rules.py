@@ -73,8 +73,8 @@ DERIVED_MAX = 1 << 20  # weights up to this many elements keep their rule-modifi
 def _derived(layer, key, make):
     """make(layer.weight), e.g. [w+, w-], kept on the layer with a snapshot of the weight it
     was made from while the weight equals that snapshot (compared in full: weights may be
-    changed in place) and is small. At batch 1, rebuilding them cost 4-6% of an LRP call;
-    the comparison costs a tenth of that."""
+    changed in place) and is small: at batch 1 rebuilding them is a visible part of an LRP
+    call (benchmarks/lrp_batch1.py derived)."""
     w = layer.weight
     if w.size > DERIVED_MAX:
         return make(w)
