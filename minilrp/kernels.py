@@ -5,9 +5,8 @@ into the columns of a matrix ``cols`` (C*K*K, nb*Ho*Wo), one sgemm multiplies it
 weights (Co, C*K*K), and the transposed convolution (the input gradient, also the relevance
 pass of every LRP rule) multiplies by the transposed weights and scatters back with
 ``col2im``. Chunks of images keep ``cols`` a few MB, so it stays in cache and the batch
-size never multiplies the scratch memory; a batch whose columns fit one chunk can keep them
-(``columns``) for the LRP rules to convolve the same input again. Average pooling reuses
-the same two kernels on the (N*C) planes as one-channel images (windows as columns); max
+size never multiplies the scratch memory. Average pooling reuses the same two kernels on
+the (N*C) planes as one-channel images (windows as columns); max
 pooling has its own (forward max and argmax in one pass, gradient routing, ties-split
 relevance), and ``two_term_ratios`` fuses the element-wise steps of the LRP rules.
 
@@ -386,27 +385,10 @@ def _chunk(n: int, per_image: int, itemsize: int) -> int:
     return max(1, min(n, COLS_BUDGET // max(1, per_image * itemsize)))
 
 
-def columns(x, K, stride, pad, buf=None):
-    """im2col of the whole batch x (N, C, H, W): (C*K*K, N*Ho*Wo), written into ``buf`` (a
-    flat array, replaced when too small), or None when it would exceed COLS_BUDGET.
-    :func:`conv2d` reuses them (``cols=``) to convolve the same input with other weights."""
-    N, C, H, W = x.shape
-    Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
-    size = C * K * K * N * Ho * Wo
-    if size * x.itemsize > COLS_BUDGET:
-        return None
-    if buf is None or buf.size < size or buf.dtype != x.dtype:
-        buf = np.empty(size, x.dtype)
-    cols = buf[:size].reshape(C * K * K, N * Ho * Wo)
-    im2col(x, 0, N, K, stride, pad, Ho, Wo, cols)
-    return cols
-
-
-def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col, cols=None):
+def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
     """Cross-correlation as PyTorch's conv2d: out[n,o] = sum_c x[n,c] (*) w[o,c] + b[o].
 
-    x: (N, C, H, W); w: (Co, C, K, K); b: (Co,) or None -> (N, Co, Ho, Wo). cols: x's
-    columns from :func:`columns`, when known (no im2col then).
+    x: (N, C, H, W); w: (Co, C, K, K); b: (Co,) or None -> (N, Co, Ho, Wo).
     """
     N, C, H, W = x.shape
     Co, _, K, _ = w.shape
@@ -415,15 +397,14 @@ def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col, cols=None):
     w2 = w.reshape(Co, CKK)
     out = np.empty((N, Co, Ho, Wo), x.dtype)
     o3 = out.reshape(N, Co, L)
-    nb = N if cols is not None else _chunk(N, CKK * L, x.itemsize)
-    colbuf = cols.reshape(-1) if cols is not None else _buffer("cols", CKK * nb * L, x.dtype)
+    nb = _chunk(N, CKK * L, x.itemsize)
+    colbuf = _buffer("cols", CKK * nb * L, x.dtype)
     resbuf = _buffer("res", Co * nb * L, x.dtype)
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         c = colbuf[:CKK * m * L].reshape(CKK, m * L)
         res = resbuf[:Co * m * L].reshape(Co, m * L)
-        if cols is None:
-            im2col_fn(x, n0, m, K, stride, pad, Ho, Wo, c)
+        im2col_fn(x, n0, m, K, stride, pad, Ho, Wo, c)
         if m == 1:  # one image per chunk (large images): the GEMM writes the output directly
             np.matmul(w2, c, out=o3[n0])
         else:

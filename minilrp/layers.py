@@ -98,7 +98,25 @@ def _nonnegative_int(value, what):
     return int(value)
 
 
-class Dense(Layer):
+class _Linear(Layer):
+    """Dense and Conv2d: weights stacked along the output axis (Co first) multiply an input in
+    one GEMM."""
+
+    def forward_stacked(self, a, W):
+        """forward(a) and linear(a, W[Co:]) from one GEMM: W is the layer's own weight with
+        more stacked under it along the output axis (an LRP rule's, e.g. w+ for P = a w+),
+        so the input is read and, for a conv, unfolded once. -> (output, extra product
+        without bias)."""
+        self.a = a
+        out = self.linear(a, W)
+        Co = self.weight.shape[0]
+        z = np.ascontiguousarray(out[:, :Co])
+        if self.bias is not None:
+            z += self.bias.reshape((-1,) + (1,) * (z.ndim - 2))
+        return z, out[:, Co:]
+
+
+class Dense(_Linear):
     """z = a @ W.T + b.  a: (N, in_features) -> (N, out_features); W: (out, in)."""
 
     kind = "Dense"
@@ -149,7 +167,7 @@ class Dense(Layer):
         return self.linear_T(g, self.weight)
 
 
-class Conv2d(Layer):
+class Conv2d(_Linear):
     """2-D cross-correlation with stride and zero padding, as torch.nn.Conv2d (groups=1,
     dilation=1). a: (N, C, H, W) -> (N, Co, Ho, Wo); weight (Co, C, K, K); bias (Co,)."""
 
@@ -169,7 +187,6 @@ class Conv2d(Layer):
         if bias is None and use_bias:
             bias = np.zeros(self.out_channels, self.weight.dtype)
         self.bias = None if bias is None else _array(bias, (self.out_channels,), "Conv2d bias")
-        self._cols = self._colbuf = None
 
     def params(self):
         return {"weight": self.weight} if self.bias is None else {"weight": self.weight, "bias": self.bias}
@@ -191,35 +208,20 @@ class Conv2d(Layer):
         return (self.out_channels, Ho, Wo)
 
     def linear(self, a, w, b=None):
-        """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None.
-        The cached input's im2col columns are reused when they were kept (see forward)."""
-        cols = self._cols if a is self.a else None
-        return kernels.conv2d(a, w, b, self.stride, self.padding, cols=cols)
+        """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None."""
+        return kernels.conv2d(a, w, b, self.stride, self.padding)
 
     def linear_T(self, s, w, in_hw=None):
         """Transposed convolution: the adjoint of ``linear`` in a. s: (N, Co, Ho, Wo)."""
         in_hw = self._cached().shape[2:] if in_hw is None else in_hw
         return kernels.conv2d_transpose(s, w, self.stride, self.padding, in_hw)
 
-    def forward(self, a, keep_columns=False):
-        """keep_columns: keep the whole batch's im2col columns while they are small, for
-        ``linear`` to reuse on the same input until :meth:`drop_columns` (Network.relevance
-        keeps them for its LRP rules, which convolve the cached input again)."""
+    def forward(self, a):
         self.a = a
-        self._cols = kernels.columns(a, self.kernel_size, self.stride, self.padding,
-                                     self._colbuf) if keep_columns else None
-        if self._cols is not None:
-            self._colbuf = self._cols.base
-        return kernels.conv2d(a, self.weight, self.bias, self.stride, self.padding, cols=self._cols)
+        return self.linear(a, self.weight, self.bias)
 
     def backward(self, g):
         return self.linear_T(g, self.weight)
-
-    def drop_columns(self):
-        self._cols = None
-
-    def clear(self):
-        self.a = self._cols = self._colbuf = None
 
 
 class _Pool(Layer):

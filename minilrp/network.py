@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import MinilrpError
-from .layers import Conv2d, Flatten, Layer
+from .layers import Flatten, Layer
 from .ledger import Ledger
+
+PRODUCT_BUDGET = 8 << 20  # bytes: the largest rule product the forward computes and keeps
 
 
 class Network:
@@ -121,13 +123,28 @@ class Network:
         return self.check_input(x)
 
     # ----------------------------------------------------------------------------------
-    def forward(self, x, keep_columns=False) -> np.ndarray:
-        """Logits (N, n_classes); every layer caches its input for backward/relevance.
-        keep_columns: convolutions keep their im2col columns (see Conv2d.forward)."""
+    def forward(self, x) -> np.ndarray:
+        """Logits (N, n_classes); every layer caches its input for backward/relevance."""
         a = self.check_input(x)
         for layer in self.layers:
-            a = layer.forward(a, keep_columns) if isinstance(layer, Conv2d) else layer.forward(a)
+            a = layer.forward(a)
         return a
+
+    def _forward_for(self, x, rules):
+        """The forward of :meth:`relevance`: where a rule will need its layer's input times
+        other weights (P = a w+ for z+, alpha-beta and gamma), the forward runs them stacked
+        under the layer's own in one GEMM while the input is at hand, if the product is
+        small (it is kept until the rule runs). -> logits, {layer index: product}."""
+        a = self.check_input(x)
+        products = {}
+        for i, (layer, rule) in enumerate(zip(self.layers, rules)):
+            W = None if rule is None else rule.forward_weights(layer, a)
+            if W is not None and len(W) // len(layer.weight) * a.itemsize * len(a) * \
+                    np.prod(self.shapes[i + 1]) <= 2 * PRODUCT_BUDGET:  # [z; product]
+                a, products[i] = layer.forward_stacked(a, W)
+            else:
+                a = layer.forward(a)
+        return a, products
 
     def predict(self, x):
         """Softmax probabilities (N, n_classes) and predicted classes (N,)."""
@@ -212,26 +229,21 @@ class Network:
         left in ``self.ledger`` (with every layer's relevance when ``keep``), the targets in
         ``self.last_targets``."""
         rules = self._rules(composite, params)
-        logits = self.forward(x, keep_columns=True)  # the rules convolve the cached inputs again
-        try:
-            targets = self.targets(target, logits)
-            R = self.initial_relevance(logits, targets, start)
-            ledger = Ledger()
-            for i in reversed(range(len(self.layers))):
-                layer, rule = self.layers[i], rules[i]
-                a = layer.a
-                if rule is None:  # ReLU passes relevance, Flatten reshapes it
-                    R_in, shares = R.reshape(a.shape), {}
-                else:
-                    z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
-                    ctx = {"z": z, **self._box_bounds(rule, i, a)}
-                    R_in, shares = rule.relevance(layer, a, R, ctx)
-                ledger.add(i, layer, rule, R, R_in, shares, keep)
-                R = R_in
-        finally:
-            for layer in self.layers:
-                if isinstance(layer, Conv2d):
-                    layer.drop_columns()
+        logits, products = self._forward_for(x, rules)
+        targets = self.targets(target, logits)
+        R = self.initial_relevance(logits, targets, start)
+        ledger = Ledger()
+        for i in reversed(range(len(self.layers))):
+            layer, rule = self.layers[i], rules[i]
+            a = layer.a
+            if rule is None:  # ReLU passes relevance, Flatten reshapes it
+                R_in, shares = R.reshape(a.shape), {}
+            else:
+                z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
+                ctx = {"z": z, "P": products.pop(i, None), **self._box_bounds(rule, i, a)}
+                R_in, shares = rule.relevance(layer, a, R, ctx)
+            ledger.add(i, layer, rule, R, R_in, shares, keep)
+            R = R_in
         self.ledger, self.last_targets = ledger, targets
         return R
 

@@ -133,15 +133,27 @@ def _linear_T_inputs(layer, s, ws):
 
 def _fused_ratios(layer, a, R, ctx, W, bias, *args):
     """Steps 1-2 of the rule pattern for inputs a >= 0, where a rule needs only P = a w+ and
-    Q = a w- (W = [w+, w-], or [w+] alone for one term): P from one GEMM and Q from the
-    forward's output z = P + Q + b when the caller has it (ctx["z"]), else both from one
-    stacked GEMM; then the element-wise steps in one pass (kernels.two_term_ratios; ``bias``
-    and ``args`` are its parameters). -> S (N, len(W) Co, ...), shares (N, 5)."""
-    z = (ctx or {}).get("z")
-    if z is not None and len(W) == 2:
-        P = layer.linear(a, W[0])
-        return kernels.two_term_ratios(P, R, bias, *args, z=z, z_bias=_bias_vector(layer.bias, R))
+    Q = a w- (W = [w+, w-], or [w+] alone for one term): P from the forward (ctx["P"], see
+    :func:`_with_plus`) or one GEMM, and Q from the forward's output z = P + Q + b when the
+    caller has it (ctx["z"]), else both from one stacked GEMM; then the element-wise steps in
+    one pass (kernels.two_term_ratios; ``bias`` and ``args`` are its parameters).
+    -> S (N, len(W) Co, ...), shares (N, 5)."""
+    ctx = ctx or {}
+    z, P = ctx.get("z"), ctx.get("P")
+    if len(W) == 1 or z is not None:
+        P = layer.linear(a, W[0]) if P is None else P
+        return kernels.two_term_ratios(P, R, bias, *args, z=z if len(W) == 2 else None,
+                                       z_bias=_bias_vector(layer.bias, R))
     return kernels.two_term_ratios(_linear_stacked(layer, a, W), R, bias, *args)
+
+
+def _with_plus(layer, a):
+    """[w; w+] stacked along the output axis, for the forward to compute P = a w+ with the
+    layer's output in one GEMM (Network.relevance passes it back as ctx["P"]), when the
+    rule's fast path (inputs a >= 0) will need it; else None."""
+    if isinstance(layer, STACKED) and a.min() >= 0:
+        return _derived(layer, "w;w+", lambda w: np.concatenate([w, np.maximum(w, 0)]))
+    return None
 
 
 def _one_image_linear(layer, v, w, b=None):
@@ -190,6 +202,12 @@ class Rule:
     def _params(self, layer):
         b = layer.bias if self.bias else None
         return layer.weight, b
+
+    def forward_weights(self, layer, a):
+        """Weights for the forward to run ``layer`` with on its input ``a``: the layer's own
+        with others stacked under them whose product with ``a`` this rule will need (ctx["P"]
+        in :meth:`relevance`); None (the default) for a plain forward."""
+        return None
 
 
 def _stabilise(z, eps):
@@ -278,6 +296,9 @@ class Gamma(Rule):
         _check_nonneg(self.gamma, "gamma")
         _check_nonneg(self.epsilon, "epsilon")
 
+    def forward_weights(self, layer, a):
+        return _with_plus(layer, a)
+
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
         g = self.gamma
@@ -338,6 +359,9 @@ class AlphaBeta(Rule):
                     " Conservation needs alpha - beta = 1 (e.g. alpha=2, beta=1 or alpha=1, beta=0).")
             raise MinilrpError(f"AlphaBeta(alpha={self.alpha}, beta={self.beta}): alpha - beta "
                                f"must equal 1.{hint}")
+
+    def forward_weights(self, layer, a):
+        return _with_plus(layer, a)
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)

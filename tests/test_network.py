@@ -127,21 +127,37 @@ def test_preprocess(rng):
         net.preprocess(np.zeros((1, 3, 3), np.uint8))
 
 
-def test_conv_columns_kept_on_request_and_reused(rng):
-    """Network.relevance's forward keeps each conv's im2col columns for the LRP rules, which
-    convolve the cached input again; they are dropped when it returns."""
-    from minilrp import kernels
+def test_forward_stacked_gives_the_output_and_the_rule_product(rng):
+    """Network.relevance runs z+/alpha-beta/gamma layers with [w; w+] stacked in one GEMM:
+    the output equals the plain forward's, the product is a w+, and the heatmaps equal those
+    with the product computed by the rule itself (budget 0)."""
+    from minilrp import network
     net = Network([Conv2d(1, 3, 3, padding=1, weight=rng.standard_normal((3, 1, 3, 3))), ReLU(),
-                   Conv2d(3, 4, 3, stride=2, weight=rng.standard_normal((4, 3, 3, 3))), ReLU(), Flatten(),
-                   Dense(36, 2, weight=rng.standard_normal((2, 36)))], (1, 8, 8))
-    x = rng.standard_normal((2, 1, 8, 8))
+                   Conv2d(3, 4, 3, stride=2, weight=rng.standard_normal((4, 3, 3, 3)),
+                          bias=rng.standard_normal(4)), ReLU(), Flatten(),
+                   Dense(36, 5, weight=rng.standard_normal((5, 36)), bias=rng.standard_normal(5)), ReLU(),
+                   Dense(5, 2, weight=rng.standard_normal((2, 5)))], (1, 8, 8), input_range=(-9, 9)).astype(np.float64)
+    x = rng.standard_normal((3, 1, 8, 8))
+    for i in (2, 5):
+        layer = net.layers[i]
+        a = np.maximum(rng.standard_normal((3,) + net.shapes[i]), 0)
+        W = np.concatenate([layer.weight, np.maximum(layer.weight, 0)])
+        z, P = layer.forward_stacked(a, W)
+        assert layer.a is a and z.flags.c_contiguous
+        np.testing.assert_allclose(z, layer.linear(a, layer.weight, layer.bias), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(P, layer.linear(a, np.maximum(layer.weight, 0)), rtol=1e-13, atol=1e-13)
+    from minilrp.rules import AlphaBeta, Gamma
     net.forward(x)
-    conv = net.layers[2]
-    assert conv._cols is None  # only on request
-    net.forward(x, keep_columns=True)
-    assert conv._cols is not None
-    w = rng.standard_normal(conv.weight.shape)
-    np.testing.assert_array_equal(conv.linear(conv.a, w), kernels.conv2d(conv.a.copy(), w, None, 2, 0))
-    np.testing.assert_array_equal(conv.linear(conv.a + 1, w), kernels.conv2d(conv.a + 1, w, None, 2, 0))
-    net.relevance(x, "Gamma")
-    assert conv._cols is None
+    rules = net._rules(AlphaBeta(), {})
+    asked = [i for i, r in enumerate(rules) if r is not None and r.forward_weights(net.layers[i], net.layers[i].a) is not None]
+    assert asked == [2, 5, 7]  # the linear layers whose inputs are >= 0 (not the pixel layer)
+    for preset in ("EpsilonGammaBox", "EpsilonPlus", AlphaBeta(), Gamma()):
+        with_product = net.relevance(x, preset)
+        top = net.layers[-1]
+        np.testing.assert_allclose(top.linear(top.a, top.weight), net.forward(x), rtol=1e-13, atol=1e-13)
+        old, network.PRODUCT_BUDGET = network.PRODUCT_BUDGET, 0
+        try:
+            without = net.relevance(x, preset)
+        finally:
+            network.PRODUCT_BUDGET = old
+        np.testing.assert_allclose(with_product, without, rtol=1e-12, atol=1e-14)
