@@ -545,8 +545,9 @@ def maxpool_relevance(a, out, arg, R, K, stride):
     N, C, H, W = a.shape
     Ho, Wo = R.shape[2:]
     res = np.empty((N * C, H, W), R.dtype)  # every input a window covers is written once
-    res[:, Ho * K:] = 0
-    res[:, :, Wo * K:] = 0
+    if H > Ho * K or W > Wo * K:
+        res[:, Ho * K:] = 0
+        res[:, :, Wo * K:] = 0
     planes = lambda v: np.ascontiguousarray(v).reshape((N * C,) + v.shape[2:])
     _split(_maxpool_split_tiled, (planes(a), planes(out), planes(R), K, res), 1, N * C, res.size)
     return res.reshape(a.shape)

@@ -6,6 +6,8 @@ valid per-channel [low, high] of that space (the z^B bounds of LRP's box rule).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import MinilrpError
@@ -98,7 +100,7 @@ class Network:
                                f"(N, {', '.join(map(str, self.input_shape))})")
         if x.shape[0] == 0:
             raise MinilrpError("empty batch: the input has 0 examples")
-        if not np.all(np.isfinite(x)):
+        if not np.isfinite(x).all():
             raise MinilrpError("input contains NaN or inf")
         return np.ascontiguousarray(x, dtype=self.dtype)
 
@@ -139,8 +141,8 @@ class Network:
         products = {}
         for i, (layer, rule) in enumerate(zip(self.layers, rules)):
             W = None if rule is None else rule.forward_weights(layer, a)
-            if W is not None and len(W) // len(layer.weight) * a.itemsize * len(a) * \
-                    np.prod(self.shapes[i + 1]) <= 2 * PRODUCT_BUDGET:  # [z; product]
+            if W is not None and (len(W) - len(layer.weight)) * a.itemsize * len(a) * \
+                    math.prod(self.shapes[i + 1][1:]) <= PRODUCT_BUDGET:
                 a, products[i] = layer.forward_stacked(a, W)
             else:
                 a = layer.forward(a)

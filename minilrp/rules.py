@@ -219,7 +219,7 @@ def _ratio(z, R, eps, b=None):
     and where relevance went: bias = sum s*b (b: the bias inside z, or None), stabiliser,
     dropped. A scalar eps runs fused in one pass (kernels.two_term_ratios)."""
     N, Co = R.shape[:2]
-    if np.ndim(eps) == 0:
+    if not isinstance(eps, np.ndarray):
         zero = np.zeros(Co, R.dtype)
         s, sh = kernels.two_term_ratios(z, R, zero, zero, zero, 1, 0, 0, 0, 1, 0, eps, False)
         shares = {"stabiliser": sh[:, 1], "dropped": sh[:, 2]}
@@ -227,7 +227,10 @@ def _ratio(z, R, eps, b=None):
         d = _stabilise(z, eps)
         s = _divide(R, d)
         shares = {"stabiliser": per_example(s * (d - z)), "dropped": per_example(np.where(d == 0, R, 0))}
-    shares["bias"] = np.zeros(N) if b is None else s.reshape(N, Co, -1).sum(axis=2) @ b
+    if b is None:
+        shares["bias"] = np.zeros(N)
+    else:
+        shares["bias"] = (s if s.ndim == 2 else s.reshape(N, Co, -1).sum(axis=2)) @ b
     return s, shares
 
 
@@ -495,7 +498,8 @@ class Flat(Rule):
             # summed over the channels first and spread back through one channel of ones
             w = np.ones((1,) + layer.weight.shape[1:], a.dtype)
             R = R.sum(axis=1, keepdims=True)
-            z = np.broadcast_to(_window_counts(layer, a.shape[1:], a.dtype), R.shape)
+            z = _window_counts(layer, a.shape[1:], a.dtype)
+            z = z if len(R) == 1 else np.broadcast_to(z, R.shape)
         else:
             w = np.ones_like(layer.weight)  # AvgPool2d: its kernel shape, shared by the channels
             z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
