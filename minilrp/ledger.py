@@ -14,21 +14,28 @@ def _sums(R):
     return np.add.reduce(R.reshape(len(R), -1), axis=1)
 
 
+LAZY_MAX = 1 << 20  # bytes: internal relevance arrays up to this size are summed when read
+
+
 class Ledger:
     """Filled by Network.relevance in backward order; ``rows`` are built when first read
-    (the labels and dicts cost more than a small layer's relevance step)."""
+    (the labels, dicts and sums cost as much as a small layer's relevance step)."""
 
     def __init__(self):
         self._entries = []
         self._rows = None
 
-    def add(self, index, layer, rule, R_out, R_in, shares, keep=False):
+    def add(self, index, layer, rule, R_out, R_in, shares, keep=False, internal=False):
         """One layer's step, added in backward order: relevance R_out entering it from above
         (the previous step's R_in, whose sums are reused), R_in leaving to its input,
         ``shares`` of what did not arrive. rule None: a pass-through layer (R_in is R_out
-        reshaped)."""
+        reshaped). internal: R_in is never handed out or changed (the next rule's input), so
+        when small it is kept and summed only when the ledger is read."""
         entering = self._entries[-1][4] if self._entries else _sums(R_out)
-        leaving = entering if rule is None else _sums(R_in)
+        if rule is None:
+            leaving = entering
+        else:
+            leaving = R_in if internal and R_in.nbytes <= LAZY_MAX else _sums(R_in)
         self._entries.append((index, layer, rule, entering, leaving, shares, R_in if keep else None))
         self._rows = None
 
@@ -37,7 +44,16 @@ class Ledger:
         """One dict per layer, backward order: index, layer, kind, rule, entering, leaving,
         bias, stabiliser, dropped (and positive/negative for alpha-beta; relevance when kept)."""
         if self._rows is None:
-            self._rows = [self._row(*e) for e in self._entries]
+            summed = {}  # id -> sums of the relevance arrays kept unsummed (lazy entries)
+
+            def total(v):
+                if v.ndim == 1:  # already sums
+                    return v
+                if id(v) not in summed:
+                    summed[id(v)] = _sums(v)
+                return summed[id(v)]
+            self._rows = [self._row(index, layer, rule, total(entering), total(leaving), shares, R_in)
+                          for index, layer, rule, entering, leaving, shares, R_in in self._entries]
         return self._rows
 
     @staticmethod

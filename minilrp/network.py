@@ -244,7 +244,7 @@ class Network:
                 z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
                 ctx = {"z": z, "P": products.pop(i, None), **self._box_bounds(rule, i, a)}
                 R_in, shares = rule.relevance(layer, a, R, ctx)
-            ledger.add(i, layer, rule, R, R_in, shares, keep)
+            ledger.add(i, layer, rule, R, R_in, shares, keep, internal=i > 0 and not keep)
             R = R_in
         self.ledger, self.last_targets = ledger, targets
         return R

@@ -18,7 +18,8 @@ Zennit 0.5.1 (../shared/ZENNIT_SEMANTICS.md), so results agree with it to float6
 - AlphaBeta uses alpha - beta = 1 (Bach et al. 2015, Montavon et al. 2019, Zennit,
   iNNvestigate).
 
-Each ``relevance`` returns ``(R_in, shares)``: ``shares`` are per-example sums telling
+Each ``relevance`` leaves its inputs unchanged (the ledger sums them later) and returns
+``(R_in, shares)``: ``shares`` are per-example sums telling
 where relevance went that did not reach the layer's input: ``bias`` (absorbed by biases),
 ``stabiliser`` (absorbed by eps), ``dropped`` (where a denominator was exactly 0), and for
 AlphaBeta the ``positive`` and ``negative`` parts. For every rule,

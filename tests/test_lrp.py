@@ -59,6 +59,22 @@ def test_ledger_accounts_for_every_share(rng):
     assert "entering" in table and "AlphaBeta" in table and len(table.splitlines()) == len(net.layers) + 2
 
 
+def test_ledger_sums_kept_relevance_when_read(rng):
+    """Small internal relevance arrays are summed when the ledger is read: the same sums as
+    summing every layer's relevance during the call (keep=True), and a caller changing the
+    returned heatmap afterwards does not change the ledger."""
+    net = relu_net(rng)
+    x = images(rng)
+    for name in PRESETS:
+        net.relevance(x, name, keep=True)
+        eager = [(r["entering"], r["leaving"]) for r in net.ledger.rows]
+        assert all(r["relevance"].ndim > 1 for r in net.ledger.rows)
+        R = net.relevance(x, name)
+        R *= 2  # the caller's array: its sum was taken during the call
+        lazy = [(r["entering"], r["leaving"]) for r in net.ledger.rows]
+        np.testing.assert_array_equal(np.array(lazy), np.array(eager))
+
+
 def test_lrp0_equals_gradient_times_input_without_bias(rng):
     net = relu_net(rng, bias=False)
     x = images(rng)
