@@ -86,7 +86,7 @@ def steps(net, x, preset):
 
 def derived(net, x):
     kept = rules._derived
-    rebuilt = lambda layer, key, make: make(layer.weight)  # noqa: E731
+    rebuilt = lambda layer, key, make, ctx=None: make(layer.weight)  # noqa: E731
     fns = {(p, mode): (lambda p=p: net.relevance(x, p)) for p in PRESETS for mode in ("kept", "rebuilt")}
     t = blocks(fns, before=lambda k: setattr(rules, "_derived", kept if k[1] == "kept" else rebuilt))
     rules._derived = kept

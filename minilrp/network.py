@@ -132,15 +132,16 @@ class Network:
             a = layer.forward(a)
         return a
 
-    def _forward_for(self, x, rules):
+    def _forward_for(self, x, rules, call):
         """The forward of :meth:`relevance`: where a rule will need its layer's input times
         other weights (P = a w+ for z+, alpha-beta and gamma), the forward runs them stacked
         under the layer's own in one GEMM while the input is at hand, if the product is
-        small (it is kept until the rule runs). -> logits, {layer index: product}."""
+        small (it is kept until the rule runs). call: ctx["call"] of the relevance call.
+        -> logits, {layer index: product}."""
         a = self.check_input(x)
         products = {}
         for i, (layer, rule) in enumerate(zip(self.layers, rules)):
-            W = None if rule is None else rule.forward_weights(layer, a)
+            W = None if rule is None else rule.forward_weights(layer, a, {"call": call})
             if W is not None and (len(W) - len(layer.weight)) * a.itemsize * len(a) * \
                     math.prod(self.shapes[i + 1][1:]) <= PRODUCT_BUDGET:
                 a, products[i] = layer.forward_stacked(a, W)
@@ -231,7 +232,8 @@ class Network:
         left in ``self.ledger`` (with every layer's relevance when ``keep``), the targets in
         ``self.last_targets``."""
         rules = self._rules(composite, params)
-        logits, products = self._forward_for(x, rules)
+        call = object()  # marks this call for the rules (rules._derived compares weights once)
+        logits, products = self._forward_for(x, rules, call)
         targets = self.targets(target, logits)
         R = self.initial_relevance(logits, targets, start)
         ledger = Ledger()
@@ -242,7 +244,7 @@ class Network:
                 R_in, shares = R.reshape(a.shape), {}
             else:
                 z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
-                ctx = {"z": z, "P": products.pop(i, None), **self._box_bounds(rule, i, a)}
+                ctx = {"z": z, "P": products.pop(i, None), "call": call, **self._box_bounds(rule, i, a)}
                 R_in, shares = rule.relevance(layer, a, R, ctx)
             ledger.add(i, layer, rule, R, R_in, shares, keep, internal=i > 0 and not keep)
             R = R_in

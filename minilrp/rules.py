@@ -71,17 +71,21 @@ def _signed_parts(w):
 DERIVED_MAX = 1 << 20  # weights up to this many elements keep their rule-modified copies
 
 
-def _derived(layer, key, make):
+def _derived(layer, key, make, ctx=None):
     """make(layer.weight), e.g. [w+, w-], kept on the layer with a snapshot of the weight it
     was made from while the weight equals that snapshot (compared in full: weights may be
     changed in place) and is small: at batch 1 rebuilding them is a visible part of an LRP
-    call (benchmarks/lrp_batch1.py derived)."""
+    call (benchmarks/lrp_batch1.py derived). Within one Network.relevance call (ctx["call"])
+    the weight is compared once."""
     w = layer.weight
     if w.size > DERIVED_MAX:
         return make(w)
     cache = layer.__dict__.get("_derived")
-    if cache is None or cache["w"].shape != w.shape or cache["w"].dtype != w.dtype or not (cache["w"] == w).all():
-        cache = layer._derived = {"w": w.copy()}
+    call = (ctx or {}).get("call")
+    if cache is None or call is None or cache["call"] is not call:
+        if cache is None or cache["w"].shape != w.shape or cache["w"].dtype != w.dtype or not (cache["w"] == w).all():
+            cache = layer._derived = {"w": w.copy()}
+        cache["call"] = call
     if key not in cache:
         cache[key] = make(w)
         cache[key].flags.writeable = False
@@ -148,12 +152,12 @@ def _fused_ratios(layer, a, R, ctx, W, bias, *args):
     return kernels.two_term_ratios(_linear_stacked(layer, a, W), R, bias, *args)
 
 
-def _with_plus(layer, a):
+def _with_plus(layer, a, ctx):
     """[w; w+] stacked along the output axis, for the forward to compute P = a w+ with the
     layer's output in one GEMM (Network.relevance passes it back as ctx["P"]), when the
     rule's fast path (inputs a >= 0) will need it; else None."""
     if isinstance(layer, STACKED) and a.min() >= 0:
-        return _derived(layer, "w;w+", lambda w: np.concatenate([w, np.maximum(w, 0)]))
+        return _derived(layer, "w;w+", lambda w: np.concatenate([w, np.maximum(w, 0)]), ctx)
     return None
 
 
@@ -204,10 +208,10 @@ class Rule:
         b = layer.bias if self.bias else None
         return layer.weight, b
 
-    def forward_weights(self, layer, a):
+    def forward_weights(self, layer, a, ctx=None):
         """Weights for the forward to run ``layer`` with on its input ``a``: the layer's own
         with others stacked under them whose product with ``a`` this rule will need (ctx["P"]
-        in :meth:`relevance`); None (the default) for a plain forward."""
+        in :meth:`relevance`); None (the default) for a plain forward. ctx: as relevance's."""
         return None
 
 
@@ -300,19 +304,19 @@ class Gamma(Rule):
         _check_nonneg(self.gamma, "gamma")
         _check_nonneg(self.epsilon, "epsilon")
 
-    def forward_weights(self, layer, a):
-        return _with_plus(layer, a)
+    def forward_weights(self, layer, a, ctx=None):
+        return _with_plus(layer, a, ctx)
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
         g = self.gamma
-        W_mod = _derived(layer, ("gamma", g), lambda w: w + g * _signed_parts(w))
+        W_mod = _derived(layer, ("gamma", g), lambda w: w + g * _signed_parts(w), ctx)
         if a.min() >= 0:
             # a >= 0 (after a ReLU): the a- terms vanish. With P = a w+, Q = a w-:
             # z = P + Q + b, d_pos = (1+g) P + Q + b + g b+, d_neg = P + (1+g) Q + b + g b-;
             # the element-wise steps run fused, then one stacked transposed GEMM.
             bv = _bias_vector(b, R)
-            W = _derived(layer, "signed", _signed_parts)
+            W = _derived(layer, "signed", _signed_parts, ctx)
             S, sh = _fused_ratios(layer, a, R, ctx, W, bv, bv + g * np.maximum(bv, 0), bv + g * np.minimum(bv, 0),
                                   1 + g, 1, 1, 1 + g, 1, 1, self.epsilon, True)
             R_in = a * _linear_T_stacked(layer, S, W_mod)
@@ -364,8 +368,8 @@ class AlphaBeta(Rule):
             raise MinilrpError(f"AlphaBeta(alpha={self.alpha}, beta={self.beta}): alpha - beta "
                                f"must equal 1.{hint}")
 
-    def forward_weights(self, layer, a):
-        return _with_plus(layer, a)
+    def forward_weights(self, layer, a, ctx=None):
+        return _with_plus(layer, a, ctx)
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
@@ -373,7 +377,7 @@ class AlphaBeta(Rule):
             # a >= 0: z+ = P + b+, z- = Q + b- (P alone for z+), fused element-wise steps,
             # one stacked transposed GEMM.
             bv = _bias_vector(b, R)
-            W = _derived(layer, "signed", _signed_parts)
+            W = _derived(layer, "signed", _signed_parts, ctx)
             W = W if self.beta else W[:1]
             S, sh = _fused_ratios(layer, a, R, ctx, W, bv, np.maximum(bv, 0), np.minimum(bv, 0), 1, 0, 0, 1,
                                   self.alpha, -self.beta, self.epsilon, False)
@@ -381,7 +385,7 @@ class AlphaBeta(Rule):
             return R_in, {"bias": sh[:, 0], "stabiliser": sh[:, 1], "dropped": sh[:, 2],
                           "positive": sh[:, 3], "negative": sh[:, 4]}
         # signed inputs: P = a+ w+ + a- w-, Q = a+ w- + a- w+ (the positive and negative parts)
-        wp, wn = _derived(layer, "signed", _signed_parts)
+        wp, wn = _derived(layer, "signed", _signed_parts, ctx)
         bm = _bias_map(b, R)
         bp, bn = np.maximum(bm, 0), np.minimum(bm, 0)
         ap, an = np.maximum(a, 0), np.minimum(a, 0)
@@ -440,13 +444,13 @@ class ZBox(Rule):
             # of ones with the one weight w_b = l w+ + h w-, kept per weight, bounds and shape,
             # and R_j = x_j (w s)_j - (w_b s)_j needs two stacked weights instead of three
             l, h = channel
-            w_b = _derived(layer, ("box", l, h), lambda w: _box_weight(w, l, h))
+            w_b = _derived(layer, ("box", l, h), lambda w: _box_weight(w, l, h), ctx)
             z_b = _derived(layer, ("box z", l, h, a.shape[1:]),
-                           lambda w: layer.linear(np.ones((1,) + a.shape[1:], a.dtype), w_b))
+                           lambda w: layer.linear(np.ones((1,) + a.shape[1:], a.dtype), w_b), ctx)
             s, shares = _ratio(z - z_b, R, self.epsilon)
             c, c_b = _linear_T_inputs(layer, s, [w, w_b])
             return a * c - c_b, shares
-        wp, wn = _derived(layer, "signed", _signed_parts)
+        wp, wn = _derived(layer, "signed", _signed_parts, ctx)
         # sum_j l_j w+_jk + h_j w-_jk in one GEMM; computed once when every image has the same bounds
         shared = low.strides[0] == 0 and high.strides[0] == 0
         z = z - _linear_inputs(layer, [np.ascontiguousarray(v[:1] if shared else v) for v in (low, high)], [wp, wn])
