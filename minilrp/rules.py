@@ -152,11 +152,17 @@ def _fused_ratios(layer, a, R, ctx, W, bias, *args):
     return kernels.two_term_ratios(_linear_stacked(layer, a, W), R, bias, *args)
 
 
+def _nonnegative(a, ctx=None):
+    """a >= 0 everywhere (after a ReLU): the rules' fast path. A product from the forward
+    (ctx["P"], see :func:`_with_plus`) was computed only for such inputs."""
+    return (ctx or {}).get("P") is not None or np.minimum.reduce(a, axis=None) >= 0
+
+
 def _with_plus(layer, a, ctx):
     """[w; w+] stacked along the output axis, for the forward to compute P = a w+ with the
     layer's output in one GEMM (Network.relevance passes it back as ctx["P"]), when the
     rule's fast path (inputs a >= 0) will need it; else None."""
-    if isinstance(layer, STACKED) and a.min() >= 0:
+    if isinstance(layer, STACKED) and _nonnegative(a):
         return _derived(layer, "w;w+", lambda w: np.concatenate([w, np.maximum(w, 0)]), ctx)
     return None
 
@@ -311,7 +317,7 @@ class Gamma(Rule):
         w, b = self._params(layer)
         g = self.gamma
         W_mod = _derived(layer, ("gamma", g), lambda w: w + g * _signed_parts(w), ctx)
-        if a.min() >= 0:
+        if _nonnegative(a, ctx):
             # a >= 0 (after a ReLU): the a- terms vanish. With P = a w+, Q = a w-:
             # z = P + Q + b, d_pos = (1+g) P + Q + b + g b+, d_neg = P + (1+g) Q + b + g b-;
             # the element-wise steps run fused, then one stacked transposed GEMM.
@@ -373,7 +379,7 @@ class AlphaBeta(Rule):
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self._params(layer)
-        if a.min() >= 0:
+        if _nonnegative(a, ctx):
             # a >= 0: z+ = P + b+, z- = Q + b- (P alone for z+), fused element-wise steps,
             # one stacked transposed GEMM.
             bv = _bias_vector(b, R)
@@ -501,9 +507,8 @@ class Flat(Rule):
         if isinstance(layer, STACKED):
             # all weights equal: every output channel has the same n_k, so the relevance is
             # summed over the channels first and spread back through one channel of ones
-            w = np.ones((1,) + layer.weight.shape[1:], a.dtype)
+            w, z = _window_counts(layer, a.shape[1:], a.dtype)
             R = R.sum(axis=1, keepdims=True)
-            z = _window_counts(layer, a.shape[1:], a.dtype)
             z = z if len(R) == 1 else np.broadcast_to(z, R.shape)
         else:
             w = np.ones_like(layer.weight)  # AvgPool2d: its kernel shape, shared by the channels
@@ -516,18 +521,20 @@ _counts: dict = {}
 
 
 def _window_counts(layer, in_shape, dtype):
-    """n_k of a Dense or Conv2d layer for inputs of shape in_shape: how many inputs each
-    output's window reaches, (1, 1[, Ho, Wo]). It depends on the geometry only, so it is
-    kept per geometry (a conv of ones costs as much as the rest of Flat at batch 1)."""
+    """One output channel of ones (1, *weight.shape[1:]) and n_k of a Dense or Conv2d layer
+    for inputs of shape in_shape: how many inputs each output's window reaches,
+    (1, 1[, Ho, Wo]). They depend on the geometry only, so they are kept per geometry (a
+    conv of ones costs as much as the rest of Flat at batch 1)."""
     key = (type(layer), tuple(layer.config().items()), tuple(in_shape), np.dtype(dtype))
-    n = _counts.get(key)
-    if n is None:
+    kept = _counts.get(key)
+    if kept is None:
         if len(_counts) >= 64:
             _counts.clear()
         ones = np.ones((1,) + layer.weight.shape[1:], dtype)
-        n = _counts[key] = layer.linear(np.ones((1,) + tuple(in_shape), dtype), ones)
-        n.flags.writeable = False
-    return n
+        n = layer.linear(np.ones((1,) + tuple(in_shape), dtype), ones)
+        ones.flags.writeable = n.flags.writeable = False
+        kept = _counts[key] = (ones, n)
+    return kept
 
 
 # ----------------------------------------------------------------------------------------
