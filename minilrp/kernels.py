@@ -385,34 +385,38 @@ def _chunk(n: int, per_image: int, itemsize: int) -> int:
     return max(1, min(n, COLS_BUDGET // max(1, per_image * itemsize)))
 
 
-def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
+def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col, also=None):
     """Cross-correlation as PyTorch's conv2d: out[n,o] = sum_c x[n,c] (*) w[o,c] + b[o].
 
     x: (N, C, H, W); w: (Co, C, K, K); b: (Co,) or None -> (N, Co, Ho, Wo).
+    also: more weights (Ce, C, K, K) to convolve x with (no bias) from the same im2col
+    columns; then -> (out, out_also (N, Ce, Ho, Wo)). out is the same either way.
     """
     N, C, H, W = x.shape
     Co, _, K, _ = w.shape
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
     L, CKK = Ho * Wo, C * K * K
-    w2 = w.reshape(Co, CKK)
-    out = np.empty((N, Co, Ho, Wo), x.dtype)
-    o3 = out.reshape(N, Co, L)
+    parts = [(w.reshape(Co, CKK), np.empty((N, Co, Ho, Wo), x.dtype), "res")]
+    if also is not None:
+        parts.append((also.reshape(len(also), CKK), np.empty((N, len(also), Ho, Wo), x.dtype), "res also"))
     nb = _chunk(N, CKK * L, x.itemsize)
     colbuf = _buffer("cols", CKK * nb * L, x.dtype)
-    resbuf = _buffer("res", Co * nb * L, x.dtype)
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         c = colbuf[:CKK * m * L].reshape(CKK, m * L)
-        res = resbuf[:Co * m * L].reshape(Co, m * L)
         im2col_fn(x, n0, m, K, stride, pad, Ho, Wo, c)
-        if m == 1:  # one image per chunk (large images): the GEMM writes the output directly
-            np.matmul(w2, c, out=o3[n0])
-        else:
-            np.matmul(w2, c, out=res)
-            o3[n0:n0 + m] = res.reshape(Co, m, L).transpose(1, 0, 2)
+        for w2, out, key in parts:
+            o3 = out.reshape(N, -1, L)
+            if m == 1:  # one image per chunk (large images): the GEMM writes the output directly
+                np.matmul(w2, c, out=o3[n0])
+            else:
+                res = _buffer(key, len(w2) * m * L, x.dtype).reshape(len(w2), m * L)
+                np.matmul(w2, c, out=res)
+                o3[n0:n0 + m] = res.reshape(-1, m, L).transpose(1, 0, 2)
+    out = parts[0][1]
     if b is not None:
-        o3 += b[:, None]
-    return out
+        out.reshape(N, Co, L)[...] += b[:, None]
+    return out if also is None else (out, parts[1][1])
 
 
 def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=col2im):

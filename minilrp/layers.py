@@ -99,21 +99,14 @@ def _nonnegative_int(value, what):
 
 
 class _Linear(Layer):
-    """Dense and Conv2d: weights stacked along the output axis (Co first) multiply an input in
-    one GEMM."""
+    """Dense and Conv2d: the forward can also multiply its input by other weights."""
 
-    def forward_stacked(self, a, W):
-        """forward(a) and linear(a, W[Co:]) from one GEMM: W is the layer's own weight with
-        more stacked under it along the output axis (an LRP rule's, e.g. w+ for P = a w+),
-        so the input is read and, for a conv, unfolded once. -> (output, extra product
-        without bias)."""
+    def forward_with(self, a, w):
+        """forward(a) and linear(a, w) (no bias): an LRP rule's product with the same input
+        (e.g. P = a w+), computed while the input is at hand (for a conv: from the same
+        im2col columns). The output is forward(a)'s, bit for bit. -> (output, product)."""
         self.a = a
-        out = self.linear(a, W)
-        Co = self.weight.shape[0]
-        z = np.ascontiguousarray(out[:, :Co])
-        if self.bias is not None:
-            z += self.bias.reshape((-1,) + (1,) * (z.ndim - 2))
-        return z, out[:, Co:]
+        return self.linear(a, self.weight, self.bias, also=w)
 
 
 class Dense(_Linear):
@@ -146,12 +139,13 @@ class Dense(_Linear):
         return (self.out_features,)
 
     @staticmethod
-    def linear(a, w, b=None):
-        """a: (N, in), w: (out, in), b: (out,) or None -> (N, out)."""
+    def linear(a, w, b=None, also=None):
+        """a: (N, in), w: (out, in), b: (out,) or None -> (N, out). also: more weights
+        (out', in) to multiply a by (no bias); then -> (z, a @ also.T)."""
         z = a @ w.T
         if b is not None:
             z += b
-        return z
+        return z if also is None else (z, a @ also.T)
 
     @staticmethod
     def linear_T(s, w):
@@ -207,9 +201,10 @@ class Conv2d(_Linear):
             raise MinilrpError(f"{self!r}: input {H}x{W} is smaller than the kernel")
         return (self.out_channels, Ho, Wo)
 
-    def linear(self, a, w, b=None):
-        """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None."""
-        return kernels.conv2d(a, w, b, self.stride, self.padding)
+    def linear(self, a, w, b=None, also=None):
+        """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None
+        (also: see kernels.conv2d)."""
+        return kernels.conv2d(a, w, b, self.stride, self.padding, also=also)
 
     def linear_T(self, s, w, in_hw=None):
         """Transposed convolution: the adjoint of ``linear`` in a. s: (N, Co, Ho, Wo)."""

@@ -134,17 +134,16 @@ class Network:
 
     def _forward_for(self, x, rules, call):
         """The forward of :meth:`relevance`: where a rule will need its layer's input times
-        other weights (P = a w+ for z+, alpha-beta and gamma), the forward runs them stacked
-        under the layer's own in one GEMM while the input is at hand, if the product is
-        small (it is kept until the rule runs). call: ctx["call"] of the relevance call.
-        -> logits, {layer index: product}."""
+        other weights (P = a w+ for z+, alpha-beta and gamma), the forward computes that too
+        while the input is at hand (a conv's im2col columns), if the product is small (it is
+        kept until the rule runs). The logits are forward()'s, bit for bit. call:
+        ctx["call"] of the relevance call. -> logits, {layer index: product}."""
         a = self.check_input(x)
         products = {}
         for i, (layer, rule) in enumerate(zip(self.layers, rules)):
             W = None if rule is None else rule.forward_weights(layer, a, {"call": call})
-            if W is not None and (len(W) - len(layer.weight)) * a.itemsize * len(a) * \
-                    math.prod(self.shapes[i + 1][1:]) <= PRODUCT_BUDGET:
-                a, products[i] = layer.forward_stacked(a, W)
+            if W is not None and len(W) * a.itemsize * len(a) * math.prod(self.shapes[i + 1][1:]) <= PRODUCT_BUDGET:
+                a, products[i] = layer.forward_with(a, W)
             else:
                 a = layer.forward(a)
         return a, products

@@ -159,11 +159,11 @@ def _nonnegative(a, ctx=None):
 
 
 def _with_plus(layer, a, ctx):
-    """[w; w+] stacked along the output axis, for the forward to compute P = a w+ with the
-    layer's output in one GEMM (Network.relevance passes it back as ctx["P"]), when the
-    rule's fast path (inputs a >= 0) will need it; else None."""
+    """w+, for the forward to compute P = a w+ with the layer's output (Network.relevance
+    passes it back as ctx["P"]), when the rule's fast path (inputs a >= 0) will need it;
+    else None."""
     if isinstance(layer, STACKED) and _nonnegative(a):
-        return _derived(layer, "w;w+", lambda w: np.concatenate([w, np.maximum(w, 0)]), ctx)
+        return _derived(layer, "signed", _signed_parts, ctx)[0]
     return None
 
 
@@ -215,9 +215,9 @@ class Rule:
         return layer.weight, b
 
     def forward_weights(self, layer, a, ctx=None):
-        """Weights for the forward to run ``layer`` with on its input ``a``: the layer's own
-        with others stacked under them whose product with ``a`` this rule will need (ctx["P"]
-        in :meth:`relevance`); None (the default) for a plain forward. ctx: as relevance's."""
+        """Weights whose product with the input ``a`` of ``layer`` this rule will need, for
+        the forward to compute it while the input is at hand (ctx["P"] in
+        :meth:`relevance`); None (the default): none. ctx: as relevance's."""
         return None
 
 

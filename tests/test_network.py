@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, MinilrpError, Network, ReLU
+from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, MinilrpError, Network, ReLU, load_model, load_samples
 from conftest import finite_difference
 
 
@@ -127,10 +127,11 @@ def test_preprocess(rng):
         net.preprocess(np.zeros((1, 3, 3), np.uint8))
 
 
-def test_forward_stacked_gives_the_output_and_the_rule_product(rng):
-    """Network.relevance runs z+/alpha-beta/gamma layers with [w; w+] stacked in one GEMM:
-    the output equals the plain forward's, the product is a w+, and the heatmaps equal those
-    with the product computed by the rule itself (budget 0)."""
+def test_forward_with_gives_the_output_and_the_rule_product(rng):
+    """Network.relevance's forward also computes P = a w+ for z+/alpha-beta/gamma layers
+    (from a conv's same im2col columns): the output is the plain forward's bit for bit, the
+    product is a w+, and the heatmaps equal those with the product computed by the rule
+    itself (budget 0)."""
     from minilrp import network
     net = Network([Conv2d(1, 3, 3, padding=1, weight=rng.standard_normal((3, 1, 3, 3))), ReLU(),
                    Conv2d(3, 4, 3, stride=2, weight=rng.standard_normal((4, 3, 3, 3)),
@@ -141,11 +142,16 @@ def test_forward_stacked_gives_the_output_and_the_rule_product(rng):
     for i in (2, 5):
         layer = net.layers[i]
         a = np.maximum(rng.standard_normal((3,) + net.shapes[i]), 0)
-        W = np.concatenate([layer.weight, np.maximum(layer.weight, 0)])
-        z, P = layer.forward_stacked(a, W)
-        assert layer.a is a and z.flags.c_contiguous
-        np.testing.assert_allclose(z, layer.linear(a, layer.weight, layer.bias), rtol=1e-13, atol=1e-13)
+        z, P = layer.forward_with(a, np.maximum(layer.weight, 0))
+        assert layer.a is a
+        np.testing.assert_array_equal(z, layer.forward(a))
         np.testing.assert_allclose(P, layer.linear(a, np.maximum(layer.weight, 0)), rtol=1e-13, atol=1e-13)
+    f32 = load_model("fmnist-cnn")
+    x32 = f32.preprocess(load_samples()[0][:3])
+    for n in (1, 3):  # float32 BLAS: the same GEMM for the output, so the same logits
+        f32.relevance(x32[:n], "EpsilonPlusFlat")
+        top = f32.layers[-1]
+        np.testing.assert_array_equal(top.linear(top.a, top.weight, top.bias), f32.forward(x32[:n]))
     from minilrp.rules import AlphaBeta, Gamma
     net.forward(x)
     rules = net._rules(AlphaBeta(), {})
@@ -154,7 +160,7 @@ def test_forward_stacked_gives_the_output_and_the_rule_product(rng):
     for preset in ("EpsilonGammaBox", "EpsilonPlus", AlphaBeta(), Gamma()):
         with_product = net.relevance(x, preset)
         top = net.layers[-1]
-        np.testing.assert_allclose(top.linear(top.a, top.weight), net.forward(x), rtol=1e-13, atol=1e-13)
+        np.testing.assert_array_equal(top.linear(top.a, top.weight), net.forward(x))
         old, network.PRODUCT_BUDGET = network.PRODUCT_BUDGET, 0
         try:
             without = net.relevance(x, preset)
