@@ -509,12 +509,31 @@ class Flat(Rule):
             # summed over the channels first and spread back through one channel of ones
             w, z = _window_counts(layer, a.shape[1:], a.dtype)
             R = R.sum(axis=1, keepdims=True)
-            z = z if len(R) == 1 else np.broadcast_to(z, R.shape)
+            s, shares = _ratio(z if len(R) == 1 else np.broadcast_to(z, R.shape), R, self.epsilon)
+            if isinstance(layer, Conv2d) and layer.stride == 1:
+                return _box_sum(s, layer.kernel_size, layer.padding, a.shape), shares
+            return layer.linear_T(s, w), shares
         else:
             w = np.ones_like(layer.weight)  # AvgPool2d: its kernel shape, shared by the channels
             z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
         s, shares = _ratio(z, R, self.epsilon)
         return layer.linear_T(s, w), shares
+
+
+def _box_sum(s, K, p, shape):
+    """The transposed stride-1 conv (padding p) of one channel s (N, 1, Ho, Wo) with a
+    K x K kernel of ones: every input receives the sum of s over the windows reaching it,
+    the same in every input channel. A box sum, in two passes of K shifted adds: cheaper
+    than the GEMM and col2im of a transposed conv. -> shape (N, C, H, W)."""
+    N, C, H, W = shape
+    Ho, Wo = s.shape[2:]
+    rows = np.zeros((N, Ho + K - 1, Wo), s.dtype)
+    for i in range(K):
+        rows[:, i:i + Ho] += s[:, 0]
+    full = np.zeros((N, Ho + K - 1, Wo + K - 1), s.dtype)
+    for j in range(K):
+        full[:, :, j:j + Wo] += rows
+    return np.ascontiguousarray(np.broadcast_to(full[:, None, p:p + H, p:p + W], shape))
 
 
 _counts: dict = {}
@@ -525,7 +544,8 @@ def _window_counts(layer, in_shape, dtype):
     for inputs of shape in_shape: how many inputs each output's window reaches,
     (1, 1[, Ho, Wo]). They depend on the geometry only, so they are kept per geometry (a
     conv of ones costs as much as the rest of Flat at batch 1)."""
-    key = (type(layer), tuple(layer.config().items()), tuple(in_shape), np.dtype(dtype))
+    key = (type(layer), layer.weight.shape[1:], getattr(layer, "stride", 1), getattr(layer, "padding", 0),
+           in_shape, dtype)
     kept = _counts.get(key)
     if kept is None:
         if len(_counts) >= 64:

@@ -18,6 +18,8 @@ def layers(rng):
                  bias=rng.standard_normal(3)), (2, 5, 6)
     yield Conv2d(1, 2, 2, stride=1, padding=0, weight=rng.standard_normal((2, 1, 2, 2)),
                  bias=rng.standard_normal(2)), (1, 4, 3)
+    yield Conv2d(2, 3, 3, stride=1, padding=1, weight=rng.standard_normal((3, 2, 3, 3)),
+                 bias=rng.standard_normal(3)), (2, 4, 5)
     yield AvgPool2d(3, 2, 1), (2, 5, 5)
 
 
@@ -55,7 +57,7 @@ def check_against_slow(rule, fn_slow, rng):
         np.testing.assert_allclose(missing, shares["bias"] + shares["stabiliser"] + shares["dropped"],
                                    rtol=1e-9, atol=1e-9)
         n += 1
-    assert n == 16
+    assert n == 20
 
 
 @pytest.mark.parametrize("eps,bias", [(0.0, True), (1e-6, True), (0.3, True), (0.3, False)])
@@ -133,7 +135,7 @@ def test_zbox_per_channel_bounds(with_z, rng):
                 ref = slow.zbox(a[e].reshape(-1), low[e].reshape(-1), high[e].reshape(-1), W, R[e].reshape(-1), 1e-6)
                 np.testing.assert_allclose(fast[e].reshape(-1), ref, **TOL)
         n += 1
-    assert n == 4  # two convs, signed and non-negative inputs
+    assert n == 6  # three convs, signed and non-negative inputs
 
 
 @pytest.mark.parametrize("K,s", [(2, 2), (3, 1), (3, 2)])
