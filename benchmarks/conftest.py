@@ -46,10 +46,18 @@ def torch_or_skip():
     return pytest.importorskip("torch")
 
 
-def median_run(benchmark, fn, rounds=None):
-    """pytest-benchmark with a few warm-up calls (numba compile, page faults) excluded."""
+def median_run(benchmark, fn, rounds=None, seconds=None):
+    """pytest-benchmark with a few warm-up calls (numba compile, page faults) excluded.
+    seconds: run for about that long (the median then spans the machine's phases, which on
+    these VMs shift a fast call's time by up to 1.5x within seconds)."""
     for _ in range(2):
         fn()
+    if seconds is not None:
+        import time
+        t = time.perf_counter()
+        for _ in range(20):
+            fn()
+        rounds = max(50, int(seconds / ((time.perf_counter() - t) / 20)))
     if rounds is None:
         return benchmark(fn)
     return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
