@@ -5,10 +5,10 @@ into the columns of a matrix ``cols`` (C*K*K, nb*Ho*Wo), one sgemm multiplies it
 weights (Co, C*K*K), and the transposed convolution (the input gradient, also the relevance
 pass of every LRP rule) multiplies by the transposed weights and scatters back with
 ``col2im``. Chunks of images keep ``cols`` a few MB, so it stays in cache and the batch
-size never multiplies the scratch memory. Average pooling reuses the same two kernels on
-the (N*C) planes as one-channel images (windows as columns); max
-pooling has its own (forward max and argmax in one pass, gradient routing, ties-split
-relevance), and ``two_term_ratios`` fuses the element-wise steps of the LRP rules.
+size never multiplies the scratch memory. Average pooling reuses the same two kernels on the
+(N*C) planes as one-channel images (windows as columns); max pooling has its own (forward
+max and argmax in one pass, gradient routing, ties-split relevance), and
+``two_term_ratios`` fuses the element-wise steps of the LRP rules.
 
 Why it looks like this (measured on these 2-core machines, see BENCHMARKS.md):
 - the kernels write in memory order: scattered writes made the gather 5x slower;

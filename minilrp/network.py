@@ -236,6 +236,7 @@ class Network:
         targets = self.targets(target, logits)
         R = self.initial_relevance(logits, targets, start)
         ledger = Ledger()
+        last = min((i for i, rule in enumerate(rules) if rule is not None), default=0)
         for i in reversed(range(len(self.layers))):
             layer, rule = self.layers[i], rules[i]
             a = layer.a
@@ -245,7 +246,8 @@ class Network:
                 z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
                 ctx = {"z": z, "P": products.pop(i, None), "call": call, **self._box_bounds(rule, i, a)}
                 R_in, shares = rule.relevance(layer, a, R, ctx)
-            ledger.add(i, layer, rule, R, R_in, shares, keep, internal=i > 0 and not keep)
+            # internal: another rule takes R_in before it is returned (then it is never changed)
+            ledger.add(i, layer, rule, R, R_in, shares, keep, internal=i > last and not keep)
             R = R_in
         self.ledger, self.last_targets = ledger, targets
         return R

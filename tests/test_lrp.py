@@ -63,9 +63,11 @@ def test_ledger_sums_kept_relevance_when_read(rng):
     """Small internal relevance arrays are summed when the ledger is read: the same sums as
     summing every layer's relevance during the call (keep=True), and a caller changing the
     returned heatmap afterwards does not change the ledger."""
-    net = relu_net(rng)
-    x = images(rng)
-    for name in PRESETS:
+    from minilrp import load_model, load_samples
+    # the MLP starts with Flatten: its heatmap is a view of the first Dense layer's relevance
+    mlp = load_model("fmnist-mlp").astype(np.float64)
+    cases = [(relu_net(rng), images(rng)), (mlp, mlp.preprocess(load_samples()[0][:2]))]
+    for (net, x), name in ((case, name) for case in cases for name in PRESETS):
         net.relevance(x, name, keep=True)
         eager = [(r["entering"], r["leaving"]) for r in net.ledger.rows]
         assert all(r["relevance"].ndim > 1 for r in net.ledger.rows)
