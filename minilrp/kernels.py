@@ -415,7 +415,7 @@ def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col, also=None):
                 o3[n0:n0 + m] = res.reshape(-1, m, L).transpose(1, 0, 2)
     out = parts[0][1]
     if b is not None:
-        out.reshape(N, Co, L)[...] += b[:, None]
+        out += b.reshape(-1, 1, 1)
     return out if also is None else (out, parts[1][1])
 
 

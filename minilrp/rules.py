@@ -512,11 +512,10 @@ class Flat(Rule):
             s, shares = _ratio(z if len(R) == 1 else np.broadcast_to(z, R.shape), R, self.epsilon)
             if isinstance(layer, Conv2d) and layer.stride == 1:
                 return _box_sum(s, layer.kernel_size, layer.padding, a.shape), shares
-            return layer.linear_T(s, w), shares
         else:
             w = np.ones_like(layer.weight)  # AvgPool2d: its kernel shape, shared by the channels
             z = _one_image_linear(layer, np.broadcast_to(np.ones((), a.dtype), a.shape), w)
-        s, shares = _ratio(z, R, self.epsilon)
+            s, shares = _ratio(z, R, self.epsilon)
         return layer.linear_T(s, w), shares
 
 
