@@ -24,7 +24,7 @@ import pytest
 from conftest import median_run
 
 from minilrp import perturbation as P
-from minilrp.data import load_model, load_samples
+from minilrp import load_model, load_samples
 
 torch = pytest.importorskip("torch")
 quantus = pytest.importorskip("quantus")

@@ -15,7 +15,7 @@ Peak memory is measured separately, each case in a fresh process: benchmarks/vgg
 import numpy as np
 import pytest
 
-from minilrp.importers import (IMAGENET_MEAN, IMAGENET_STD, from_torch, load_state_dict_strict,
+from minilrp.models.importers import (IMAGENET_MEAN, IMAGENET_STD, from_torch, load_state_dict_strict,
                                random_vgg_state_dict, vgg)
 
 BATCHES = [1, 8]

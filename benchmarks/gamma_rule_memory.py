@@ -9,8 +9,8 @@ import tracemalloc
 
 import numpy as np
 
-from minilrp.layers import Conv2d
-from minilrp.rules import Gamma
+from minilrp import Conv2d
+from minilrp import Gamma
 
 
 def main(N=8):

@@ -19,7 +19,7 @@ import torch
 from numba import njit, prange
 
 from minilrp import kernels
-from minilrp.kernels import _buffer, _chunk, conv_output_size, im2col
+from minilrp.engine.kernels import _buffer, _chunk, conv_output_size, im2col
 
 torch.set_num_threads(2)
 

@@ -111,7 +111,7 @@ def main():
         import torch
         import minilrp
         from bench_vgg16 import vgg16_torch
-        from minilrp.importers import IMAGENET_MEAN, IMAGENET_STD, from_torch
+        from minilrp.models.importers import IMAGENET_MEAN, IMAGENET_STD, from_torch
         net = from_torch(vgg16_torch(torch), (3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
         minilrp.save(args.cache, net)
         del net

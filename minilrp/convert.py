@@ -114,8 +114,8 @@ def _read_torch(path, args):
 
 def convert(args) -> str:
     """Run one conversion; returns the summary line. Raises MinilrpError."""
-    from .importers import ARCHITECTURES, from_onnx, from_torch
-    from .io import save
+    from .models.importers import ARCHITECTURES, from_onnx, from_torch
+    from .models.io import save
 
     src = args.source
     if not os.path.isfile(src):
@@ -179,7 +179,7 @@ def _build_loaded(arch, num_classes, state, src):
     device when the state dict covers every entry (no random init, no copy of the weights)."""
     import torch
 
-    from .importers import build_architecture, load_state_dict_strict
+    from .models.importers import build_architecture, load_state_dict_strict
     # floats other than float32/64 (half precision checkpoints) compute in float32
     state = {k: v.float() if v.is_floating_point() and v.dtype not in (torch.float32, torch.float64)
              else v for k, v in state.items()}
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.argv = argv
     if args.list_archs:
-        from .importers import ARCHITECTURES
+        from .models.importers import ARCHITECTURES
         for name, spec in ARCHITECTURES.items():
             print(f"{name:12s} input {spec['input_shape']}")
         return 0

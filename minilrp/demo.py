@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import perturbation as P
-from . import render, report, sensitivity
-from .composites import PRESETS, get_composite
-from .data import available_models, load_model, load_samples
 from .errors import MinilrpError
-from .experiments import Progress
+from .evaluate import perturbation as P
+from .evaluate.perturbation_study import Progress
+from .explain import sensitivity
+from .explain.composites import PRESETS, get_composite
+from .models.data import available_models, load_model, load_samples
+from .pictures import plots, render, report
 
 DEFAULT_COMPOSITES = "EpsilonGammaBox,EpsilonPlusFlat,EpsilonAlpha2Beta1"
 RULES = {"lrp0": "LRP-0", "epsilon": "Epsilon", "gamma": "Gamma", "alphabeta": "AlphaBeta",
@@ -146,7 +147,7 @@ def resolve_target(spec, net):
 def numba_cache_present():
     """Whether the kernels were compiled before (numba's on-disk cache next to the module or
     in NUMBA_CACHE_DIR)."""
-    from . import kernels
+    from .engine import kernels
     places = [Path(kernels.__file__).parent / "__pycache__"]
     if os.environ.get("NUMBA_CACHE_DIR"):
         places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
@@ -284,7 +285,7 @@ def evaluate(net, x, composites, args):
           f"regions, {len(x)} images): AOPC (larger = faster drop)")
     for r in table:
         print(f"  {r[0]:>28s} {r[1]:>10s}  {r[2]:>7s} ± {r[3]}")
-    fig = P.plot_curves({f"{m} {o}": c for (m, o), c in curves.items()},
+    fig = plots.plot_curves({f"{m} {o}": c for (m, o), c in curves.items()},
                         title=f"{net.name}: mean target logit, {args.perturbation} perturbation")
     caption = (f"Mean curves over {len(x)} test images with ±1 standard error; x_k has the first k "
                f"regions of the ordering replaced ({args.perturbation}). AOPC = mean over k of f(x_0) - f(x_k).")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilrp import check
+from minilrp import check as check_cli
+from minilrp.teaching import checker as check
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = Path(__file__).resolve().parent / "exercise_solutions"
@@ -36,7 +37,7 @@ def test_every_exercise_has_skeleton_solution_and_reference():
     for name in EXERCISES:
         assert check.skeleton_path(name).exists()
         assert (SOLUTIONS / f"{name}.py").exists()
-        path = ROOT / "minilrp" / "exercises" / f"{name}.npz"
+        path = ROOT / "minilrp" / "teaching" / "exercises" / f"{name}.npz"
         assert path.stat().st_size < 80_000, f"{name}.npz is {path.stat().st_size} bytes"
         with np.load(path, allow_pickle=False) as f:  # plain arrays only
             assert all(f[k].dtype.kind in "fiu" for k in f.files)
@@ -65,7 +66,7 @@ def test_engine_implementations_pass(tmp_path):
     """The project's own implementations, wrapped in the exercises' signatures, pass."""
     f = tmp_path / "engine_epsilon.py"
     f.write_text(
-        "from minilrp.layers import Dense\nfrom minilrp.rules import Epsilon\n"
+        "from minilrp import Dense\nfrom minilrp import Epsilon\n"
         "def epsilon_dense(a, weight, bias, R, epsilon):\n"
         "    layer = Dense(weight.shape[1], weight.shape[0], weight=weight, bias=bias, use_bias=bias is not None)\n"
         "    return Epsilon(epsilon).relevance(layer, a, R)[0]\n")
@@ -79,7 +80,7 @@ def test_engine_implementations_pass(tmp_path):
     assert run("aopc", f).passed
     f = tmp_path / "engine_pool.py"
     f.write_text(
-        "from minilrp.layers import MaxPool2d\nfrom minilrp.rules import WinnerTakeAll\n"
+        "from minilrp import MaxPool2d\nfrom minilrp import WinnerTakeAll\n"
         "def maxpool_wta(a, R, kernel_size, stride):\n"
         "    return WinnerTakeAll().relevance(MaxPool2d(kernel_size, stride), a, R)[0]\n")
     assert run("maxpool_wta", f).passed
@@ -299,7 +300,7 @@ def cli(*args):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = check.main([str(a) for a in args])
+            code = check_cli.main([str(a) for a in args])
         except SystemExit as e:  # argparse
             code = e.code
     return code, out.getvalue(), err.getvalue()

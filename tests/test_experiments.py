@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-from minilrp.data import available_models
-from minilrp.experiments import COMBOS, main
+from minilrp import available_models
+from minilrp.evaluate.perturbation_study import COMBOS
+from minilrp.experiments import main
 
 needs_model = pytest.mark.skipif("fmnist-cnn" not in available_models(),
                                  reason="the bundled fmnist-cnn weights are not in this checkout")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from minilrp import MinilrpError, load, save
-from minilrp.importers import (IMAGENET_MEAN, IMAGENET_STD, from_onnx, from_torch,
+from minilrp.models.importers import (IMAGENET_MEAN, IMAGENET_STD, from_onnx, from_torch,
                                load_state_dict_strict, random_vgg_state_dict, vgg)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -299,8 +299,8 @@ def test_vgg16_presets_match_zennit_fixture(torch):
     Norm rule, R * x / (x + 1e-6 sign(x)), which shifts relevance by about 1e-7 relative;
     minilrp drops the identity pool, hence 1e-6 here. Keeping it as an AvgPool2d(1) (the same
     Epsilon(1e-6) rule) reproduces Zennit to float64 rounding, checked for one preset."""
-    from minilrp.layers import AvgPool2d
-    from minilrp.network import Network
+    from minilrp import AvgPool2d
+    from minilrp import Network
     path = FIXTURES / "importer_zennit_vgg16.npz"
     f = np.load(path)
     x = imagenet_input(1, (3, 224, 224), seed=int(f["seed"]) + 1, dtype=np.float64)
@@ -611,7 +611,7 @@ def test_onnx_bad_file(onnx, tmp_path):
 
 
 def test_torch_and_onnx_are_imported_lazily():
-    code = ("import sys, minilrp, minilrp.importers, minilrp.convert; "
+    code = ("import sys, minilrp, minilrp.models.importers, minilrp.convert; "
             "print(any(m in sys.modules for m in ('torch', 'onnx', 'onnxruntime')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
@@ -637,7 +637,7 @@ def cli_inproc(capsys, *args):
 
 
 def test_cli_state_dict_with_bundled_architecture(torch, tmp_path):
-    from minilrp.importers import fmnist_model
+    from minilrp.models.importers import fmnist_model
     m = fmnist_model("fmnist-cnn").eval()
     torch.save(m.state_dict(), tmp_path / "cnn.pt")
     r = cli(tmp_path / "cnn.pt", "--arch", "fmnist-cnn", "-o", tmp_path / "cnn.npz")
@@ -688,7 +688,7 @@ def test_cli_errors_are_one_line(torch, tmp_path, capsys, case, match):
     sd = tmp_path / "sd.pt"
     out = tmp_path / "o.npz"
     if case in ("mismatch", "no_arch", "unknown_arch", "bad_shape"):
-        from minilrp.importers import fmnist_model
+        from minilrp.models.importers import fmnist_model
         state = fmnist_model("fmnist-vgg").state_dict()
         if case == "mismatch":
             state["0.weight"] = torch.zeros(32, 2, 3, 3)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minilrp import WeightFileError, load, save
-from minilrp.io import architecture
+from minilrp.models.io import architecture
 from test_network import small_net
 
 

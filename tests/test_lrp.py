@@ -3,11 +3,11 @@ targets and initial relevance, z^B bounds, composites and the ledger."""
 import numpy as np
 import pytest
 
-import minilrp.io
+import minilrp
 
 from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, MinilrpError, Network, ReLU
-from minilrp.composites import PRESETS, Composite, get_composite
-from minilrp.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
+from minilrp import PRESETS, Composite, get_composite
+from minilrp import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
 from test_network import small_net
 
 

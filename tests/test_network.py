@@ -152,7 +152,7 @@ def test_forward_with_gives_the_output_and_the_rule_product(rng):
         f32.relevance(x32[:n], "EpsilonPlusFlat")
         top = f32.layers[-1]
         np.testing.assert_array_equal(top.linear(top.a, top.weight, top.bias), f32.forward(x32[:n]))
-    from minilrp.rules import AlphaBeta, Gamma
+    from minilrp import AlphaBeta, Gamma
     net.forward(x)
     rules = net._rules(AlphaBeta(), {})
     asked = [i for i, r in enumerate(rules) if r is not None and r.forward_weights(net.layers[i], net.layers[i].a) is not None]

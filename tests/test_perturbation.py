@@ -338,7 +338,7 @@ def test_sliding_window_regions_give_curves(rng):
 # ------------------------------------------------------------------------------ bundled CNN
 
 def test_random_curve_lies_between_morf_and_lerf_on_the_bundled_cnn():
-    from minilrp.data import available_models, load_model, load_samples
+    from minilrp import available_models, load_model, load_samples
     if "fmnist-cnn" not in available_models():
         pytest.skip("the bundled fmnist-cnn weights are not in this checkout")
     net = load_model("fmnist-cnn")
@@ -365,15 +365,15 @@ def test_random_curve_lies_between_morf_and_lerf_on_the_bundled_cnn():
 def test_plots_are_figures_without_pyplot(tmp_path):
     code = (
         "import numpy as np, sys\n"
-        "from minilrp import perturbation as P\n"
+        "from minilrp import perturbation as P, plots\n"
         "rng = np.random.default_rng(0)\n"
         "c = {'a': rng.random((5, 8)), 'b': rng.random((5, 8))}\n"
-        "fig = P.plot_curves(c, relative='b')\n"
+        "fig = plots.plot_curves(c, relative='b')\n"
         f"fig.savefig(r'{tmp_path / 'c.png'}')\n"
         "regions = P.grid((8, 8), 2)\n"
         "d = P.disagreement(rng.random((2, 16)), rng.standard_normal((2, 16)), regions)\n"
         "assert d.min() >= -1 and d.max() <= 1\n"
-        f"P.plot_disagreement(rng.random((2, 1, 8, 8)), d).savefig(r'{tmp_path / 'd.png'}')\n"
+        f"plots.plot_disagreement(rng.random((2, 1, 8, 8)), d).savefig(r'{tmp_path / 'd.png'}')\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "d.png").stat().st_size > 1000

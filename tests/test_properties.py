@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 from minilrp import sensitivity as S
-from minilrp.composites import PRESETS
+from minilrp import PRESETS
 
 
 @st.composite

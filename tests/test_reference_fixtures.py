@@ -90,7 +90,7 @@ def assert_ledger(name, new, old):
 
 
 def test_fixtures_exist_and_cover_every_preset():
-    from minilrp.composites import PRESETS
+    from minilrp import PRESETS
     names = {_meta(p)["model"] for p in FILES}
     assert "synthetic-cnn" in names, "tests/fixtures/minilrp_reference_synthetic-cnn.npz is missing"
     bundled = {m for m, s in ref.MODELS.items() if "indices" in s and (REPO / s["weights"]).is_file()}

@@ -6,7 +6,7 @@ import pytest
 
 import slow_rules as slow
 from minilrp import AvgPool2d, Conv2d, Dense, MaxPool2d, MinilrpError
-from minilrp.rules import (LRP0, AlphaBeta, Epsilon, Flat, Gamma, Proportional, WinnerTakeAll,
+from minilrp.explain.rules import (LRP0, AlphaBeta, Epsilon, Flat, Gamma, Proportional, WinnerTakeAll,
                            WSquare, ZBox, ZPlus)
 
 TOL = dict(rtol=1e-10, atol=1e-12)

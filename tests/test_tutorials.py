@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from minilrp.data import available_models
+from minilrp import available_models
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9]*.py"))

@@ -101,8 +101,8 @@ def test_avgpool_gets_epsilon_like_zennit():
     parameter-less pool unmodified, i.e. Epsilon too, so single-rule AlphaBeta agrees."""
     rows = _rows("synthetic-cnn")
     assert rows["AlphaBeta"]["stock"][0].max() <= GATE
-    from minilrp.layers import AvgPool2d
-    from minilrp.rules import AlphaBeta, Epsilon
+    from minilrp import AvgPool2d
+    from minilrp import AlphaBeta, Epsilon
     import minilrp
     net = minilrp.load(REPO / "tests" / "fixtures" / "synthetic_cnn.npz", dtype=np.float64)
     pool = next(layer for layer in net.layers if isinstance(layer, AvgPool2d))

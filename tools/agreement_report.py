@@ -44,8 +44,8 @@ def minilrp_spec(method, first_max=False, zennit_avgpool=False):
     plain gradient). ``first_max``: max pools route relevance to the first maximum (Zennit's
     semantics). ``zennit_avgpool``: for the single-rule methods of ZENNIT_AVGPOOL, average
     pools get the rule Zennit effectively applies to them (see there)."""
-    from minilrp.composites import PRESETS, Composite, get_composite
-    from minilrp.rules import Flat, WinnerTakeAll
+    from minilrp import PRESETS, Composite, get_composite
+    from minilrp import Flat, WinnerTakeAll
 
     if method == "gradient":
         return None
@@ -70,7 +70,7 @@ def minilrp_spec(method, first_max=False, zennit_avgpool=False):
 # same as Zennit's effective rule), and apply WSquare and Flat to the pool's fixed weights 1/K^2
 # (eps added to sum w^2 = n/K^4 or sum 1 = n), which differs from Zennit's effective Flat.
 def _zennit_avgpool_rule(method, layer):
-    from minilrp.rules import Epsilon, Flat
+    from minilrp import Epsilon, Flat
     if method in ("Gamma", "AlphaBeta", "ZPlus"):
         return Epsilon(1e-6)
     return Flat(layer.kernel_size ** 2 * 1e-6)
@@ -83,14 +83,14 @@ ZENNIT_AVGPOOL = {m: (lambda layer, m=m: _zennit_avgpool_rule(m, layer))
 def _swap(comp, maxpool=None, avgpool=None):
     """A copy of composite ``comp`` with ``maxpool`` (a rule) on every max pool and
     ``avgpool`` (layer -> rule) on every average pool, when given."""
-    from minilrp.composites import Composite
+    from minilrp import Composite
 
     class Swapped(Composite):
         def __init__(self):
             super().__init__(comp.name + ("+ties=first" if maxpool else "") + ("+ZennitAvgPool" if avgpool else ""))
 
         def rules(self, net):
-            from minilrp.layers import AvgPool2d, MaxPool2d
+            from minilrp import AvgPool2d, MaxPool2d
             out = []
             for layer, r in zip(net.layers, comp.rules(net)):
                 if maxpool is not None and isinstance(layer, MaxPool2d):

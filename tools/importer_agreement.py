@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 import test_importers as T  # noqa: E402
-from minilrp.importers import (IMAGENET_MEAN, IMAGENET_STD, from_onnx, from_torch,  # noqa: E402
+from minilrp.models.importers import (IMAGENET_MEAN, IMAGENET_STD, from_onnx, from_torch,  # noqa: E402
                                load_state_dict_strict, random_vgg_state_dict, vgg)
 
 

@@ -5,7 +5,7 @@
     .venv/bin/python tools/make_exercise_references.py sa aopc      # some
     .venv/bin/python tools/make_exercise_references.py --check      # compare, write nothing
 
-Writes ``minilrp/exercises/<name>.npz`` (float64 arrays, ``allow_pickle=False``): a JSON
+Writes ``minilrp/teaching/exercises/<name>.npz`` (float64 arrays, ``allow_pickle=False``): a JSON
 record ``meta`` (uint8 bytes) naming every check of the exercise, its arguments, the right
 output and the outputs of typical mistakes, plus the arrays themselves. The right outputs come
 from minilrp's own implementations (``minilrp.rules``, ``minilrp.kernels``,
@@ -19,7 +19,7 @@ of its parameters, never the weights: when the bundled models are retrained, rer
 (``tests/test_check.py`` fails until then). Models that are not installed are left out, with
 a note.
 
-To add an exercise: write its skeleton ``minilrp/exercises/skeletons/<name>.py``, a builder
+To add an exercise: write its skeleton ``minilrp/teaching/exercises/skeletons/<name>.py``, a builder
 function here (see ``build_epsilon_dense``), add it to ``BUILDERS``, run this tool, and add a
 reference solution and broken variants to ``tests/`` (see docs/instructors.md).
 """
@@ -37,15 +37,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from minilrp import kernels, perturbation, sensitivity  # noqa: E402
-from minilrp.check import META_FORMAT, fingerprint  # noqa: E402
-from minilrp.composites import Composite  # noqa: E402
-from minilrp.data import available_models, load_model, load_samples  # noqa: E402
-from minilrp.io import architecture  # noqa: E402
-from minilrp.layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU  # noqa: E402
-from minilrp.network import Network  # noqa: E402
-from minilrp.rules import AlphaBeta, Epsilon, WinnerTakeAll, ZBox  # noqa: E402
+from minilrp.teaching.checker import META_FORMAT, fingerprint  # noqa: E402
+from minilrp import Composite  # noqa: E402
+from minilrp import available_models, load_model, load_samples  # noqa: E402
+from minilrp.models.io import architecture  # noqa: E402
+from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU  # noqa: E402
+from minilrp import Network  # noqa: E402
+from minilrp import AlphaBeta, Epsilon, WinnerTakeAll, ZBox  # noqa: E402
 
-OUT = REPO / "minilrp" / "exercises"
+OUT = REPO / "minilrp" / "teaching" / "exercises"
 MISTAKE_RTOL = 1e-6  # a mistake this close to the right answer is no mistake on that check
 BUNDLED_MISTAKES_MAX = 600  # store mistakes for bundled checks only when this small
 
@@ -839,7 +839,7 @@ def build_sa():
                             "every image, an array one class per image",
                             "square, then sum over the channel axis (axis 1)"])
     common = dict(output="SA", shape_doc="(N, H, W): summed over the channel axis",
-                  forbid=[{"name": "minilrp.sensitivity:gradient,sa,abs_gradient,gradient_x_input,"
+                  forbid=[{"name": "minilrp.explain.sensitivity:gradient,sa,abs_gradient,gradient_x_input,"
                                    "smoothgrad,integrated_gradients",
                            "why": "compute the gradient yourself with net.forward and net.backward"}],
                   forbid_net_gradient="compute the gradient yourself with net.forward and net.backward",
@@ -1021,7 +1021,7 @@ def main(argv=None) -> int:
                 stale.append(name)
             continue
         size = ref.save()
-        print(f"  wrote minilrp/exercises/{name}.npz: {len(ref.meta['cases'])} checks, {size / 1024:.1f} KB")
+        print(f"  wrote minilrp/teaching/exercises/{name}.npz: {len(ref.meta['cases'])} checks, {size / 1024:.1f} KB")
     if args.check:
         print("stale: " + ", ".join(stale) if stale else "all references up to date")
         return 1 if stale else 0

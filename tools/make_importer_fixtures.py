@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minilrp.importers import IMAGENET_MEAN, IMAGENET_STD, random_vgg_state_dict, vgg
+from minilrp.models.importers import IMAGENET_MEAN, IMAGENET_STD, random_vgg_state_dict, vgg
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = ["EpsilonGammaBox", "EpsilonPlus", "EpsilonPlusFlat", "EpsilonAlpha2Beta1",

@@ -134,9 +134,9 @@ def lrp_methods(net):
     """name -> composite spec: every preset of minilrp.composites.PRESETS (default
     parameters), the Flat rule on every linear layer, and (networks with max pooling)
     EpsilonGammaBox with the proportional max-pool rule."""
-    from minilrp.composites import PRESETS, Composite, epsilon_gamma_box
-    from minilrp.layers import MaxPool2d
-    from minilrp.rules import Flat, Proportional
+    from minilrp.explain.composites import PRESETS, Composite, epsilon_gamma_box
+    from minilrp import MaxPool2d
+    from minilrp import Flat, Proportional
 
     methods = {name: name for name in PRESETS}
     methods["Flat"] = Composite("Flat", default=Flat())
@@ -170,7 +170,7 @@ def model_inputs(net, spec):
 
 def stored_layers(net):
     """Layer indices whose relevance R.<method>.<i> is stored in full."""
-    from minilrp.composites import get_composite
+    from minilrp import get_composite
     rules = get_composite("LRP-0").rules(net)
     first = next(i for i, rule in enumerate(rules) if rule is not None)
     return [i for i, rule in enumerate(rules)
@@ -182,7 +182,7 @@ def compute(net, x, targets, methods, detail, sa=True):
     test). targets: fixed classes (None: predicted); methods: {name: composite spec} for LRP;
     sa: also the sensitivity maps. -> (dict of arrays, {method: rule of each layer})."""
     from minilrp import sensitivity
-    from minilrp.composites import get_composite
+    from minilrp import get_composite
 
     out = {}
     keep = set(stored_layers(net))
@@ -225,7 +225,7 @@ def aliases(net):
     """Relevance not stored twice: layer 0's is the heatmap; pass layers (ReLU, Flatten)
     hand down what they received, i.e. the relevance leaving the next layer with a rule
     above them ("initial": the initial relevance, target logit x one-hot)."""
-    from minilrp.composites import get_composite
+    from minilrp import get_composite
     rules = get_composite("LRP-0").rules(net)
     first = next(i for i, rule in enumerate(rules) if rule is not None)
     out = {str(first): "heatmap"}  # only pass layers below it: its relevance is the heatmap

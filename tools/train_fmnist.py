@@ -268,8 +268,8 @@ def load_trained(kind: str, scratch: Path) -> tuple[nn.Sequential, dict]:
 
 def to_minilrp(model: nn.Sequential, name: str, provenance: dict):
     """Translate a trained nn.Sequential to a minilrp Network (Dropout dropped)."""
-    from minilrp.layers import Conv2d, Dense, ReLU, MaxPool2d, Flatten
-    from minilrp.network import Network
+    from minilrp import Conv2d, Dense, ReLU, MaxPool2d, Flatten
+    from minilrp import Network
 
     layers = []
     for m in model:
@@ -408,7 +408,7 @@ def export(kinds: list[str], scratch: Path, data_dir: Path, out: Path, fixtures:
             }
             wpath = out / f"{name}.npz"
             try:
-                from minilrp.io import save
+                from minilrp import save
             except ImportError as e:
                 print(f"  minilrp.io not importable ({e}); skipped writing {wpath}")
             else:
@@ -436,7 +436,7 @@ def export(kinds: list[str], scratch: Path, data_dir: Path, out: Path, fixtures:
 
 def check_export(path: Path, images: np.ndarray, l32: np.ndarray, l64: np.ndarray) -> None:
     """Reload a written weight file with minilrp and compare its logits with torch's."""
-    from minilrp.io import load
+    from minilrp import load
     net32 = load(str(path))
     got32 = net32.forward(net32.preprocess(images))          # uint8 -> float32 / 255
     err32 = float(np.abs(got32.astype(np.float64) - l32).max())

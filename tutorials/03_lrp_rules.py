@@ -32,9 +32,9 @@ import matplotlib.pyplot as plt
 
 import minilrp
 from minilrp import render, sensitivity
-from minilrp.composites import PRESETS, Composite
-from minilrp.layers import Conv2d, Dense
-from minilrp.rules import AlphaBeta, Epsilon, Gamma, Proportional, ZBox, ZPlus
+from minilrp import PRESETS, Composite
+from minilrp import Conv2d, Dense
+from minilrp import AlphaBeta, Epsilon, Gamma, Proportional, ZBox, ZPlus
 
 plt.rcParams["figure.dpi"] = 72
 np.set_printoptions(precision=4, suppress=True)

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 
 import minilrp
 from minilrp import perturbation as P
-from minilrp import render, sensitivity
+from minilrp import plots, render, sensitivity
 
 plt.rcParams["figure.dpi"] = 72
 np.set_printoptions(precision=3, suppress=True)
@@ -112,7 +112,7 @@ for name, c in uniform.items():
     print(f"AOPC {name:9s} {s['mean']:6.2f} +- {s['se']:.2f} (standard error over {s['n']} images)")
 
 fig = plt.figure(figsize=(6.4, 3.6))
-P.plot_curves(uniform, title="uniform noise", ax=fig.add_subplot())
+plots.plot_curves(uniform, title="uniform noise", ax=fig.add_subplot())
 plt.show()
 
 # %% [markdown]
@@ -123,7 +123,7 @@ plt.show()
 # %%
 background = curves_for("constant:background")
 fig = plt.figure(figsize=(6.4, 3.6))
-P.plot_curves(background, title="constant fill = background", ax=fig.add_subplot())
+plots.plot_curves(background, title="constant fill = background", ax=fig.add_subplot())
 plt.show()
 
 # %% [markdown]
@@ -172,7 +172,7 @@ combined = {"uniform": combined_for("uniform"), "constant:background": combined_
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for ax, (pname, base) in zip(axes, [("uniform", uniform), ("constant:background", background)]):
     series = {"random": base["random"], **combined[pname]}
-    P.plot_curves(series, relative="random", title=pname, ax=ax)
+    plots.plot_curves(series, relative="random", title=pname, ax=ax)
 plt.show()
 
 # %% [markdown]

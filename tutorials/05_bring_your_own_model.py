@@ -92,7 +92,7 @@ if HAVE_TORCH:
 
 # %%
 if HAVE_TORCH:
-    from minilrp.importers import from_torch
+    from minilrp.models.importers import from_torch
     net = from_torch(model, input_shape=(1, 28, 28), classes=classes, name="my-fashion-cnn",
                      input_range=([0.0], [1.0]), provenance={"trained_on": "800 bundled test images"})
     print(net)
@@ -105,7 +105,7 @@ if HAVE_TORCH:
 
 # %%
 if not HAVE_TORCH:
-    from minilrp.layers import Dense, Flatten, ReLU
+    from minilrp import Dense, Flatten, ReLU
     rng = np.random.default_rng(0)
     layers = [Flatten(),
               Dense(784, 64, weight=rng.standard_normal((64, 784)).astype(np.float32) * float(np.sqrt(2 / 784)),

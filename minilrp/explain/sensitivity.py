@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import MinilrpError
+from ..errors import MinilrpError
 
 def gradient(net, x, target=None) -> np.ndarray:
     """d f_t(x) / dx: the gradient of the target logit."""

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from .errors import MinilrpError
+from ..errors import MinilrpError
 from .layers import Flatten, Layer
-from .ledger import Ledger
+from ..explain.ledger import Ledger
 
 PRODUCT_BUDGET = 8 << 20  # bytes: the largest rule product the forward computes and keeps
 
@@ -256,7 +256,7 @@ class Network:
         """The rule of every layer under ``composite`` (see composites.get_composite). A
         preset's rules are kept for its name, parameters and these layers: rules are
         immutable, and building a preset costs as much as a small layer's relevance."""
-        from .composites import get_composite
+        from ..explain.composites import get_composite
         key = None
         if isinstance(composite, str):
             key = (composite.lower(), tuple(sorted(params.items())), tuple(map(id, self.layers)))

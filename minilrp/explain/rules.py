@@ -32,9 +32,9 @@ from dataclasses import dataclass, fields, is_dataclass
 
 import numpy as np
 
-from . import kernels
-from .errors import MinilrpError
-from .layers import AvgPool2d, Conv2d, Dense, MaxPool2d
+from ..engine import kernels
+from ..errors import MinilrpError
+from ..engine.layers import AvgPool2d, Conv2d, Dense, MaxPool2d
 
 LINEAR = (Dense, Conv2d, AvgPool2d)
 

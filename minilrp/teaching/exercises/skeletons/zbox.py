@@ -31,7 +31,6 @@ Conventions:
   convolution and its transposed convolution in place of @ W.T and @ W.
 - Work in float64 and do not modify the inputs in place.
 """
-import numpy as np
 
 
 def zbox_dense(x, weight, low, high, R, epsilon):

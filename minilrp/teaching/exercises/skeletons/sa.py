@@ -26,7 +26,6 @@ Conventions:
 - The score is the logit (before the softmax), not the probability.
 - Return (N, H, W), float64.
 """
-import numpy as np
 
 
 def sa(net, x, target=None):

@@ -10,7 +10,7 @@ learned". A good heatmap puts the regions the classifier relies on first: distor
       -- order_regions / combined_order -->      (N, R)  region indices, first distorted first
     images x (N, C, H, W) + order + a Perturbation
       -- perturbation_curves -->                 (N, L + 1)  f(x_0), f(x_1), ..., f(x_L)
-      -- aopc / abpc / relative_to / summarize -> numbers;  plot_curves -> a matplotlib Figure
+      -- aopc / abpc / relative_to / summarize -> numbers;  pictures.plots.plot_curves -> a matplotlib Figure
 
 x_k is x with the first k regions of the order replaced *cumulatively*: the masks of all L steps
 are computed up front, every distorted image is built from one fill per image (and draw), and all
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MinilrpError
+from ..errors import MinilrpError
 
 DEFAULT_BATCH = 512  # perturbed images per forward call: the memory bound of the scoring loop
 
@@ -338,7 +338,7 @@ def disagreement(sa_scores, lrp_scores, regions: Regions) -> np.ndarray:
     """SA rank minus LRP rank (both rank-normalised) painted onto the pixels: (N, H, W) in
     [-1, 1]. Positive where SA finds a region more important than LRP does (sensitive but not
     evidence), negative where LRP does (evidence the gradient does not see). Render it with a
-    diverging colormap centred on 0 (:func:`plot_disagreement`)."""
+    diverging colormap centred on 0 (minilrp.pictures.plots.plot_disagreement)."""
     sa, lrp = _scores(sa_scores, "SA region scores"), _scores(lrp_scores, "LRP region scores")
     if sa.shape != lrp.shape:
         raise MinilrpError(f"SA and LRP region scores differ in shape: {sa.shape} vs {lrp.shape}")
@@ -866,67 +866,3 @@ def summarize(values, ci="se", level=0.95, n_boot=2000, seed=0) -> dict:
     else:
         raise MinilrpError(f"ci must be 'se' or 'bootstrap', got {ci!r}")
     return {"mean": mean, "se": se, "low": low, "high": high, "n": n}
-
-
-# ============================================================================== plots
-
-def plot_curves(curves: dict, relative=None, band="se", title=None, ylabel=None, ax=None):
-    """Mean curves with bands, one line per entry of ``curves`` ({label: (N, L + 1)}); band: "se"
-    (+- 1 standard error), "ci" (+- 1.96 SE) or None. relative: the label of a baseline (e.g. the
-    random ordering) to subtract image by image first. Returns a matplotlib Figure (object API,
-    no pyplot and no backend switch: save it with fig.savefig)."""
-    from matplotlib.figure import Figure
-    if not curves:
-        raise MinilrpError("plot_curves needs at least one curve")
-    if band not in ("se", "ci", None):
-        raise MinilrpError(f"band must be 'se', 'ci' or None, got {band!r}")
-    if relative is not None and relative not in curves:
-        raise MinilrpError(f"relative baseline {relative!r} is not among the curves")
-    if ax is None:
-        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    for label, c in curves.items():
-        c = _curves(c)
-        if relative is not None:
-            c = relative_to(c, curves[relative])
-        steps = np.arange(c.shape[1])
-        mean = c.mean(axis=0)
-        (line,) = ax.plot(steps, mean, label=label, lw=1.6)
-        if band and c.shape[0] > 1:
-            se = c.std(axis=0, ddof=1) / np.sqrt(c.shape[0]) * (1.96 if band == "ci" else 1.0)
-            ax.fill_between(steps, mean - se, mean + se, color=line.get_color(), alpha=0.2, lw=0)
-    ax.set_xlabel("perturbation step k (regions distorted)")
-    ax.set_ylabel(ylabel or ("score minus the baseline's" if relative else "mean class score f(x_k)"))
-    if title:
-        ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return fig
-
-
-def plot_disagreement(images, dmap, titles=None):
-    """Images (n, C, H, W) or (n, H, W) above their SA-minus-LRP rank disagreement maps
-    (n, H, W) in [-1, 1] (:func:`disagreement`), on a diverging colormap centred on 0 with
-    symmetric limits (red: SA ranks higher, blue: LRP ranks higher). -> Figure."""
-    from matplotlib.figure import Figure
-    img = np.asarray(images, dtype=np.float64)
-    d = np.asarray(dmap, dtype=np.float64)
-    img = img.mean(axis=1) if img.ndim == 4 else img
-    if img.ndim != 3 or d.shape != img.shape:
-        raise MinilrpError(f"images {np.shape(images)} and disagreement maps {d.shape} do not match")
-    n = len(img)
-    fig = Figure(figsize=(1.6 * n + 0.8, 3.4), layout="constrained")
-    axes = fig.subplots(2, n, squeeze=False)
-    for i in range(n):
-        axes[0, i].imshow(img[i], cmap="gray")
-        im = axes[1, i].imshow(d[i], cmap="RdBu_r", vmin=-1, vmax=1)
-        if titles is not None:
-            axes[0, i].set_title(str(titles[i]), fontsize=7)
-        for a in axes[:, i]:
-            a.set_xticks([])
-            a.set_yticks([])
-    axes[1, 0].set_ylabel("SA rank - LRP rank", fontsize=7)
-    fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8)
-    return fig

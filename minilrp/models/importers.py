@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import MinilrpError
-from .layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU
-from .network import Network
+from ..errors import MinilrpError
+from ..engine.layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU
+from ..engine.network import Network
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -7,9 +7,9 @@ of the given types met in order (for EpsilonGammaBox the first *conv*: an MLP ge
 """
 from __future__ import annotations
 
-from .errors import MinilrpError
-from .layers import AvgPool2d, Conv2d, Dense, MaxPool2d
-from .rules import (LINEAR, AlphaBeta, Epsilon, Flat, Gamma, Proportional, Rule, WinnerTakeAll,
+from ..errors import MinilrpError
+from ..engine.layers import AvgPool2d, Conv2d, Dense, MaxPool2d
+from .rules import (LINEAR, AlphaBeta, Epsilon, Flat, Gamma, Rule, WinnerTakeAll,
                     WSquare, ZBox, ZPlus)
 
 

@@ -18,7 +18,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .errors import MinilrpError
+from ..errors import MinilrpError
 
 DIVERGING = "bwr"
 SEQUENTIAL = "magma_r"

@@ -22,7 +22,6 @@ Conventions (minilrp.perturbation's):
 - aopc: one value per image (N,), the k = 0 term (which is 0) included in the mean; positive
   when the score falls.
 """
-import numpy as np
 
 
 def region_scores(heatmap, size):

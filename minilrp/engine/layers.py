@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from .errors import MinilrpError
+from ..errors import MinilrpError
 
 
 class Layer:

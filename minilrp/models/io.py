@@ -23,9 +23,9 @@ import zipfile
 
 import numpy as np
 
-from .errors import MinilrpError, WeightFileError
-from .layers import LAYER_TYPES
-from .network import Network
+from ..errors import MinilrpError, WeightFileError
+from ..engine.layers import LAYER_TYPES
+from ..engine.network import Network
 
 FORMAT = "minilrp"
 FORMAT_VERSION = 1

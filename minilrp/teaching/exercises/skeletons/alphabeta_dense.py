@@ -30,7 +30,6 @@ Hint: with P = a+ @ w+.T + a- @ w-.T, the positive part of R_j is
 a+_j ((alpha R / stab(z+)) @ w+)_j + a-_j ((alpha R / stab(z+)) @ w-)_j; the negative part
 is built the same way.
 """
-import numpy as np
 
 
 def alphabeta_dense(a, weight, bias, R, alpha, beta, epsilon):

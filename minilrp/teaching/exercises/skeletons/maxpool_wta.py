@@ -21,7 +21,6 @@ Conventions (minilrp's):
   a window's maximum get 0.
 - Every (n, c) plane is pooled separately. Work in float64; do not modify the inputs.
 """
-import numpy as np
 
 
 def maxpool_wta(a, R, kernel_size, stride):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MinilrpError
+from ..errors import MinilrpError
 from .io import load
 
 SAMPLES_FILE = "fashion_mnist_test_1000.npz"
@@ -21,7 +21,7 @@ def _folder():
     try:  # installed (editable or not): the package minilrp.weights
         return resources.files("minilrp.weights")
     except ModuleNotFoundError:  # a source checkout on sys.path without installing
-        return Path(__file__).resolve().parent.parent / "weights"
+        return Path(__file__).resolve().parents[2] / "weights"
 
 
 def available_models() -> list[str]:

@@ -29,7 +29,6 @@ Conventions (minilrp's, the same as Zennit's; the checker compares with them):
   relevance is dropped: it contributes 0 to every R_j, never NaN or inf.
 - Work in float64 (the inputs are float64) and do not modify the inputs in place.
 """
-import numpy as np
 
 
 def epsilon_dense(a, weight, bias, R, epsilon):

@@ -1,0 +1,1 @@
+"""Evaluating heatmaps: region perturbation (regions, orderings, fills, curves, AOPC) and the experiment runners."""

@@ -1,0 +1,1 @@
+"""Teaching: the exercise checker and the exercises (skeletons, reference inputs and outputs)."""
