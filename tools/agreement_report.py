@@ -242,9 +242,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref", default=str(DEFAULT_REF))
     ap.add_argument("--models", nargs="+", default=None)
+    ap.add_argument("--reference", action="store_true",
+                    help="minilrp's readable reference path (fast=False) instead of the fast path")
     args = ap.parse_args(argv)
-    meta, rows = compare(args.ref, args.models)
+    meta, rows = compare(args.ref, args.models, fast=not args.reference)
+    print(f"minilrp path: {'reference (fast=False)' if args.reference else 'fast (the default)'}")
     print(markdown(meta, rows))
+    print(f"\nlargest error with consistent pooling semantics: {max(max(consistent_errors(r)) for r in rows):.1e}")
     bad = [f"{r['model']} {r['method']}" for r in rows if max(consistent_errors(r)) > GATE]
     if bad:
         print(f"\nDISAGREEMENT above {GATE:g} with consistent pooling semantics: {', '.join(bad)}",

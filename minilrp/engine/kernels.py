@@ -116,7 +116,8 @@ def _col2im(cols6, stride, outp, c_lo, c_hi, b_lo, b_hi):
 @njit(cache=True, nogil=True, boundscheck=False)
 def _maxpool(x, K, stride, out, arg, c_lo, c_hi, b_lo, b_hi):
     """Planes p in [b_lo, b_hi) of x (P, H, W): out (P, Ho, Wo) = window max, arg = offset
-    i*K+j of the first maximum in row-major window order (PyTorch's choice on ties)."""
+    i*K+j of the first maximum in row-major window order (PyTorch's choice on ties). A NaN
+    wins its window (as in PyTorch): a NaN never vanishes silently."""
     Ho, Wo = out.shape[1], out.shape[2]
     if K == 2 and stride == 2:  # the common pool, unrolled with selects (they vectorise)
         for p in range(b_lo, b_hi):
@@ -126,13 +127,13 @@ def _maxpool(x, K, stride, out, arg, c_lo, c_hi, b_lo, b_hi):
                     best = x[p, y0, x0]
                     bi = 0
                     v = x[p, y0, x0 + 1]
-                    c = v > best
+                    c = (v > best) | ((v != v) & (best == best))
                     best, bi = (v, 1) if c else (best, bi)
                     v = x[p, y0 + 1, x0]
-                    c = v > best
+                    c = (v > best) | ((v != v) & (best == best))
                     best, bi = (v, 2) if c else (best, bi)
                     v = x[p, y0 + 1, x0 + 1]
-                    c = v > best
+                    c = (v > best) | ((v != v) & (best == best))
                     best, bi = (v, 3) if c else (best, bi)
                     out[p, oy, ox] = best
                     arg[p, oy, ox] = bi
@@ -147,7 +148,7 @@ def _maxpool(x, K, stride, out, arg, c_lo, c_hi, b_lo, b_hi):
                 for i in range(K):
                     for j in range(K):
                         v = x[p, y0 + i, x0 + j]
-                        if v > best:
+                        if v > best or (v != v and best == best):
                             best = v
                             bi = i * K + j
                 out[p, oy, ox] = best

@@ -83,6 +83,8 @@ def _array(value, shape, what):
         raise MinilrpError(f"{what} must be a floating-point array, got dtype {a.dtype}")
     if a.shape != tuple(shape):
         raise MinilrpError(f"{what} must have shape {tuple(shape)}, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise MinilrpError(f"{what} contains NaN or inf")
     return np.ascontiguousarray(a)
 
 

@@ -7,17 +7,22 @@ valid per-channel [low, high] of that space (the z^B bounds of LRP's box rule).
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from contextlib import contextmanager
 
 import numpy as np
 
 from ..errors import MinilrpError
+from ..explain.ledger import Ledger, why_not_finite
 from .layers import Flatten, Layer
 
 
 class Network:
     """layers: list of Layer; input_shape: (C, H, W); classes: list of names.
+
+    memory_budget: bytes a call may use (estimated); larger batches run in chunks with the
+    same results (default 2 GiB, or MINILRP_MEMORY_BUDGET; settable per network).
 
     mean, std: per-channel normalisation applied by :meth:`preprocess` to pixels in [0, 1];
     input_range: (low, high) per channel in the network's input space (default: the image
@@ -59,6 +64,7 @@ class Network:
         if np.any(self.input_low > self.input_high):
             raise MinilrpError("input_range low exceeds high")
         self.provenance = dict(provenance or {})
+        self.memory_budget = int(os.environ.get("MINILRP_MEMORY_BUDGET", 2 << 30))
         self._lock = threading.RLock()
         self._forward_thread = None
         dtypes = {p.dtype for layer in self.layers for p in layer.params().values() if p is not None}
@@ -102,7 +108,11 @@ class Network:
             raise MinilrpError("empty batch: the input has 0 examples")
         if not np.isfinite(x).all():
             raise MinilrpError("input contains NaN or inf")
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(out).all():
+            raise MinilrpError(f"input values beyond the range of {self.dtype}: use net.astype('float64')")
+        return out
 
     def preprocess(self, images) -> np.ndarray:
         """Raw images -> network input: uint8 in [0, 255] (or floats in [0, 1]), shaped
@@ -113,6 +123,11 @@ class Network:
             x = x.astype(self.dtype) / 255
         elif x.dtype.kind != "f":
             raise MinilrpError(f"preprocess takes uint8 or float images in [0, 1], got {x.dtype}")
+        elif not np.isfinite(x).all():
+            raise MinilrpError("float images must lie in [0, 1], got NaN or inf")
+        elif x.size and (x.min() < 0 or x.max() > 1):
+            raise MinilrpError(f"float images must lie in [0, 1], got values in [{x.min():.4g}, {x.max():.4g}]"
+                               + (" (0..255: pass uint8, or divide by 255)" if x.max() > 1 else ""))
         if len(self.input_shape) == 3 and x.ndim == 3 and self.input_shape[0] == 1:
             x = x[:, None]
         if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
@@ -138,14 +153,43 @@ class Network:
         finally:
             self._lock.release()
 
+    def chunks(self, N, work="forward"):
+        """Slices of a batch of N small enough for ``memory_budget`` bytes per call (an
+        estimate from the activation sizes: what forward caches, times more for gradient and
+        relevance, which keep more alive). Raises when one example alone does not fit."""
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        factor = {"forward": (1, 2), "gradient": (2, 4), "relevance": (3, 12)}[work]
+        per_example = self.dtype.itemsize * (factor[0] * sum(sizes) + factor[1] * max(sizes))
+        n = self.memory_budget // per_example
+        if n < 1:
+            raise MinilrpError(f"one example needs about {per_example / 2**20:.0f} MiB for {work}, more "
+                               f"than net.memory_budget = {self.memory_budget / 2**20:.0f} MiB: raise it")
+        return [slice(i, min(N, i + n)) for i in range(0, N, n)]
+
     def forward(self, x) -> np.ndarray:
-        """Logits (N, n_classes); every layer caches its input for backward/relevance."""
+        """Logits (N, n_classes); every layer caches its input for backward/relevance (for a
+        batch above the memory budget, run in chunks, the last chunk's)."""
+        x = self.check_input(x)
         with self._in_use():
-            a = self.check_input(x)
-            for layer in self.layers:
-                a = layer.forward(a)
-            self._forward_thread = threading.get_ident()
-            return a
+            parts = [self._forward(x[s]) for s in self.chunks(len(x))]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _forward(self, x):
+        a = x
+        for layer in self.layers:
+            a = layer.forward(a)
+        self._forward_thread = threading.get_ident()
+        return self.check_logits(a)
+
+    def check_logits(self, logits):
+        """The logits, if finite; else an error naming the first layer whose output is not,
+        and why (its parameters, or overflow of the dtype)."""
+        if np.isfinite(logits).all():
+            return logits
+        outputs = [layer.a for layer in self.layers[1:]] + [logits]
+        i = next(i for i, out in enumerate(outputs) if not np.isfinite(out).all())
+        raise MinilrpError(f"non-finite output of layer {i} ({self.layers[i].describe()}): "
+                           f"{why_not_finite(self.layers[i], self.dtype)}")
 
     def predict(self, x):
         """Softmax probabilities (N, n_classes) and predicted classes (N,)."""
@@ -166,10 +210,14 @@ class Network:
             N = self.layers[0].a.shape[0]
             g = np.asarray(g)
             if g.shape != (N, self.n_classes):
-                raise MinilrpError(f"output weighting must have shape ({N}, {self.n_classes}), got {g.shape}")
+                raise MinilrpError(f"output weighting must have shape ({N}, {self.n_classes}) (the "
+                                   f"last forward's batch{', its last chunk' if N < len(g) else ''}), got {g.shape}")
             g = np.ascontiguousarray(g, dtype=self.dtype)
-            for layer in reversed(self.layers):
-                g = layer.backward(g)
+            for i in reversed(range(len(self.layers))):
+                g = self.layers[i].backward(g)
+                if not np.isfinite(g).all():
+                    raise MinilrpError(f"non-finite gradient at the input of layer {i} "
+                                       f"({self.layers[i].describe()}): {why_not_finite(self.layers[i], self.dtype)}")
             return g
 
     def targets(self, target, logits) -> np.ndarray:
@@ -190,18 +238,34 @@ class Network:
                                f"{self.n_classes} classes (0..{self.n_classes - 1})")
         return t.astype(np.int64)
 
+    @staticmethod
+    def _rows(value, N, what):
+        """Per-example arguments (arrays of N rows) are sliced with the batch; others not."""
+        if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) >= 1:
+            value = np.asarray(value)
+            if len(value) != N:
+                raise MinilrpError(f"{len(value)} {what} for a batch of {N}")
+            return lambda s: value[s]
+        return lambda s: value
+
     def gradient(self, x, target=None, weights=None) -> np.ndarray:
         """Input gradient of the target logit (default: the predicted class), or of
         sum(weights * logits) for any weighting ``weights`` (N, n_classes). -> x.shape."""
+        if weights is not None and target is not None:
+            raise MinilrpError("give either target or weights, not both")
+        x = self.check_input(x)
+        target_of, weights_of = self._rows(target, len(x), "targets"), self._rows(weights, len(x), "output weightings")
+        out = np.empty_like(x)
         with self._in_use():
-            logits = self.forward(x)
-            if weights is None:
-                t = self.targets(target, logits)
-                weights = np.zeros_like(logits)
-                weights[np.arange(len(t)), t] = 1
-            elif target is not None:
-                raise MinilrpError("give either target or weights, not both")
-            return self.backward(weights)
+            for s in self.chunks(len(x), "gradient"):
+                logits = self._forward(x[s])
+                w = weights_of(s)
+                if w is None:
+                    t = self.targets(target_of(s), logits)
+                    w = np.zeros_like(logits)
+                    w[np.arange(len(t)), t] = 1
+                out[s] = self.backward(w)
+        return out
 
     def initial_relevance(self, logits, targets, start="logit") -> np.ndarray:
         """Relevance entering the output layer (N, n_classes): ``"logit"`` = the target logit
@@ -232,32 +296,41 @@ class Network:
 
         composite: a preset name (``composites.PRESETS``; ``params`` go to it), a Composite
         or a Rule; start: see :meth:`initial_relevance`. fast=False runs the readable rules of
-        minilrp/explain/rules.py, layer by layer below; fast=True (default) the same rules
+        minilrp/explain/rules.py (:meth:`_relevance`, below); fast=True (default) the same rules
         implemented faster (minilrp/fast/, held equal by tests/test_fast_path.py). The
         per-layer ledger of the call is left in ``self.ledger`` (with every layer's relevance
         when ``keep``), the targets in ``self.last_targets``."""
         from ..explain.composites import get_composite
-        from ..explain.ledger import Ledger
+        x = self.check_input(x)
         if fast:
-            from ..fast.relevance import relevance
-            with self._in_use():
-                return relevance(self, x, composite, params, target, start, keep)
-        rules = get_composite(composite, **params).rules(self)
+            from ..fast.relevance import relevance as fast_relevance
+            run = lambda x, t, st: fast_relevance(self, x, composite, params, t, st, keep)  # noqa: E731
+        else:
+            rules = get_composite(composite, **params).rules(self)
+            run = lambda x, t, st: self._relevance(x, rules, t, st, keep)  # noqa: E731
+        target_of, start_of = self._rows(target, len(x), "targets"), self._rows(start, len(x), "initial relevances")
         with self._in_use():
-            logits = self.forward(x)
-            targets = self.targets(target, logits)
-            R = self.initial_relevance(logits, targets, start)
-            ledger = Ledger()
-            for i in reversed(range(len(self.layers))):
-                layer, rule = self.layers[i], rules[i]
-                if rule is None:  # ReLU passes relevance on, Flatten reshapes it
-                    R_in, shares = R.reshape(layer.a.shape), {}
-                else:
-                    R_in, shares = rule.relevance(layer, layer.a, R, self.context(i))
-                ledger.add(i, layer, rule, R, R_in, shares, keep)
-                R = R_in
-            self.ledger, self.last_targets = ledger, targets
-            return R
+            parts = [run(x[s], target_of(s), start_of(s)) for s in self.chunks(len(x), "relevance")]
+        R, ledgers, targets = zip(*parts)
+        self.ledger = ledgers[0] if len(parts) == 1 else Ledger.concatenate(ledgers)
+        self.last_targets = np.concatenate(targets)
+        return R[0] if len(parts) == 1 else np.concatenate(R)
+
+    def _relevance(self, x, rules, target, start, keep):
+        """The reference path: each layer's rule, output layer first. -> (R, ledger, targets)."""
+        logits = self._forward(x)
+        targets = self.targets(target, logits)
+        R = self.initial_relevance(logits, targets, start)
+        ledger = Ledger()
+        for i in reversed(range(len(self.layers))):
+            layer, rule = self.layers[i], rules[i]
+            if rule is None:  # ReLU passes relevance on, Flatten reshapes it
+                R_in, shares = R.reshape(layer.a.shape), {}
+            else:
+                R_in, shares = rule.relevance(layer, layer.a, R, self.context(i))
+            ledger.add(i, layer, rule, R, R_in, shares, keep)
+            R = R_in
+        return R, ledger, targets
 
     def context(self, i) -> dict:
         """What layer i's rule may know besides the layer: where the layer is fed by the

@@ -7,12 +7,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import MinilrpError
+
 SHARES = ("bias", "stabiliser", "dropped")
 
 
 def per_example_sums(R):
     """(N, ...) -> (N,) in float64."""
     return R.reshape(len(R), -1).sum(axis=1, dtype=np.float64)
+
+
+def why_not_finite(layer, dtype):
+    """The likely cause of a non-finite value computed by ``layer``."""
+    bad = [k for k, v in layer.params().items() if v is not None and not np.isfinite(v).all()]
+    if bad:
+        return f"its {' and '.join(bad)} contain NaN or inf"
+    if dtype == np.float32:
+        return "float32 overflow (values beyond 3.4e38): compute in float64, net.astype('float64')"
+    return "overflow beyond the range of float64"
 
 
 class Ledger:
@@ -34,9 +46,21 @@ class Ledger:
         for key in ("positive", "negative"):
             if key in shares:
                 row[key] = np.asarray(shares[key], dtype=np.float64)
+        if not all(np.isfinite(v).all() for v in row.values() if isinstance(v, np.ndarray)):
+            raise MinilrpError(f"non-finite relevance at the input of layer {index} ({row['layer']}) under "
+                               f"{row['rule']}: {why_not_finite(layer, R_in.dtype)}")
         if keep:
             row["relevance"] = R_in
         self.rows.append(row)
+
+    @classmethod
+    def concatenate(cls, ledgers):
+        """One ledger from the ledgers of consecutive chunks of a batch."""
+        out = cls()
+        for rows in zip(*(ledger.rows for ledger in ledgers)):
+            out.rows.append({k: np.concatenate([r[k] for r in rows]) if isinstance(v, np.ndarray) else v
+                             for k, v in rows[0].items()})
+        return out
 
     def residual(self) -> np.ndarray:
         """Per row and example: entering - leaving - (bias + stabiliser + dropped); zero up

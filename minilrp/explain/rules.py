@@ -113,6 +113,11 @@ class Rule:
         raise NotImplementedError
 
 
+def _check_bool(value, what):
+    if not isinstance(value, (bool, np.bool_)):
+        raise MinilrpError(f"{what} must be True or False, got {value!r}")
+
+
 def _check_nonneg(value, what):
     try:
         ok = math.isfinite(value) and value >= 0
@@ -136,6 +141,8 @@ class Epsilon(Rule):
 
     def __post_init__(self):
         _check_nonneg(self.epsilon, "epsilon")
+        _check_bool(self.relative, "relative")
+        _check_bool(self.bias, "bias")
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self.params(layer)
@@ -171,6 +178,7 @@ class Gamma(Rule):
     def __post_init__(self):
         _check_nonneg(self.gamma, "gamma")
         _check_nonneg(self.epsilon, "epsilon")
+        _check_bool(self.bias, "bias")
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self.params(layer)
@@ -207,8 +215,10 @@ class AlphaBeta(Rule):
     primary = ("alpha", "beta")
 
     def __post_init__(self):
+        _check_nonneg(self.alpha, "alpha")
         _check_nonneg(self.beta, "beta")
         _check_nonneg(self.epsilon, "epsilon")
+        _check_bool(self.bias, "bias")
         if abs(self.alpha - self.beta - 1) > 1e-12:
             hint = (" You gave alpha + beta = 1, a convention some papers use for a different "
                     "parametrisation; minilrp (like Zennit, iNNvestigate and Montavon et al.) "
@@ -302,6 +312,7 @@ class WSquare(Rule):
 
     def __post_init__(self):
         _check_nonneg(self.epsilon, "epsilon")
+        _check_bool(self.bias, "bias")
 
     def relevance(self, layer, a, R, ctx=None):
         w, b = self.params(layer)

@@ -66,9 +66,9 @@ def forward_with(layer, a, W):
 
 
 def forward(net, x, rules, ctx):
-    """net.forward(x), also computing the products the twins ask for where they are small
-    (they are kept until the rule runs). -> logits, {layer index: product}."""
-    a = net.check_input(x)
+    """net.forward(x) for a checked input x, also computing the products the twins ask for
+    where they are small (they are kept until the rule runs). -> logits, {layer index: product}."""
+    a = x
     products = {}
     for i, (layer, rule) in enumerate(zip(net.layers, rules)):
         W = None if rule is None else product_weights(rule, layer, a, ctx)
@@ -77,11 +77,11 @@ def forward(net, x, rules, ctx):
         else:
             a = layer.forward(a)
     net._forward_thread = threading.get_ident()  # the caches are this thread's (Network.backward)
-    return a, products
+    return net.check_logits(a), products
 
 
 def relevance(net, x, composite, params, target, start, keep):
-    """Network.relevance with fast=True (see there)."""
+    """Network.relevance with fast=True, for one chunk (see there). -> (R, ledger, targets)."""
     state = net.__dict__.setdefault("_fast", State())
     rules = state.rules_for(net, composite, params)
     call = object()  # marks this call: kept weights are compared with the weight once per call
@@ -103,5 +103,4 @@ def relevance(net, x, composite, params, target, start, keep):
             R_in, shares = out if out is not None else rule.relevance(layer, a, R, ctx)
         ledger.add(i, layer, rule, R, R_in, shares, keep)
         R = R_in
-    net.ledger, net.last_targets = ledger, targets
-    return R
+    return R, ledger, targets
