@@ -149,7 +149,8 @@ class Network:
             raise MinilrpError("this Network is busy with a call from another thread; a Network "
                                "caches per call, so give each thread its own copy: net.copy()")
         try:
-            yield
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite results raise our errors
+                yield
         finally:
             self._lock.release()
 

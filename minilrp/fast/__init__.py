@@ -10,5 +10,7 @@ preset, layer type, input sign and dtype. Every speed technique lives here and n
   keeping between calls (a preset's rules, rule-modified weights, window counts);
 - rules.py: a fast twin per rule (which ones, and what each saves, is said there);
 - kernels.py: the numba kernels only LRP needs (fused ratios, tie-split max-pool relevance),
-  each with a NumPy twin.
+  each with a NumPy twin;
+- inference.py: an inference-only forward for scoring many images (no caches, bias, ReLU and
+  max pool fused where they commute), used by region perturbation.
 """
