@@ -746,7 +746,7 @@ def test_cli_pickled_model_needs_trust(torch, tmp_path, capsys):
 
 @pytest.mark.parametrize("case,match", [
     ("mismatch", r"does not fit the architecture: '0\.weight' has shape \(32, 2, 3, 3\), the architecture needs \(32, 1, 3, 3\)"),
-    ("no_arch", r"holds a state dict \(weights only\): name its architecture with --arch"),
+    ("no_arch", r"holds a state dict \(weights only\): describe its architecture with --layers, --arch NAME or --module FILE\.py"),
     ("unknown_arch", r"unknown architecture 'resnet50'; known: vgg11"),
     ("missing", r"nope\.pt: no such file"),
     ("garbage", r"garbage\.pt: not a readable PyTorch file"),
