@@ -4,7 +4,9 @@ minilrp/models/statedict.py): round trips from real PyTorch modules checked agai
 logits, and a one-line error (exit 2, nothing written) for every mismatch and bad option."""
 from __future__ import annotations
 
+import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -247,7 +249,6 @@ def test_python_module_with_a_state_dict_needs_trust(torch, safetensors_numpy, t
     (tmp_path / "mynet.py").write_text(MODULE_FILE)
     sys.path.insert(0, str(tmp_path))
     try:
-        import importlib
         m = importlib.import_module("mynet").Net().eval()
     finally:
         sys.path.remove(str(tmp_path))
@@ -284,7 +285,6 @@ def test_python_file_as_the_source(torch, tmp_path, capsys):
     torch.manual_seed(11)
     sys.path.insert(0, str(tmp_path))
     try:
-        import importlib
         m = importlib.import_module("model").Net().eval()
     finally:
         sys.path.remove(str(tmp_path))
@@ -387,7 +387,6 @@ STATE_ERRORS = [
 
 @pytest.mark.parametrize("case,state,layers,message", STATE_ERRORS, ids=[c[0] for c in STATE_ERRORS])
 def test_state_dict_mismatch_is_one_line(tmp_path, capsys, case, state, layers, message):
-    import re
     np.savez(tmp_path / "sd.npz", **state)
     msg = one_line_error(capsys, tmp_path / "sd.npz", "--layers", layers, "--input-shape", "1,28,28",
                          "-o", tmp_path / "o.npz")
@@ -485,7 +484,6 @@ OPTION_ERRORS = [
 
 @pytest.mark.parametrize("case,args,message", OPTION_ERRORS, ids=[c[0] for c in OPTION_ERRORS])
 def test_bad_options_and_files_are_one_line(tmp_path, capsys, case, args, message):
-    import re
     pytest.importorskip("safetensors")
     folder = bad_files(tmp_path)
     (folder / "m.onnx").write_bytes(b"onnx")
@@ -542,3 +540,22 @@ def test_as_a_user_runs_it(tmp_path):
                               "-o", str(tmp_path / "o.npz")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(load(tmp_path / "o.npz").layers[0].weight, cnn_state()["0.weight"])
+
+
+def test_bundled_model_round_trips_through_a_safetensors_state_dict(tmp_path, capsys):
+    """No PyTorch at all: the bundled CNN's arrays as a state dict, its architecture as the
+    README's description, give back the same network bit for bit."""
+    st = pytest.importorskip("safetensors.numpy")
+    import minilrp
+    net = minilrp.load_model("fmnist-cnn")
+    state = {f"{i}.{k}": v for i, layer in enumerate(net.layers) for k, v in layer.params().items()}
+    st.save_file(state, str(tmp_path / "weights.safetensors"))
+    (tmp_path / "classes.txt").write_text("\n".join(net.classes))
+    code, _, err = cli(capsys, tmp_path / "weights.safetensors", "--input-shape", "1,28,28", "--layers", CNN,
+                       "--classes", tmp_path / "classes.txt", "--name", "fmnist-cnn", "-o", tmp_path / "mine.npz")
+    assert code == 0, err
+    back = load(tmp_path / "mine.npz")
+    assert back.classes == net.classes and back.shapes == net.shapes
+    for a, b in zip(net.layers, back.layers):
+        for k, v in a.params().items():
+            np.testing.assert_array_equal(v, b.params()[k])

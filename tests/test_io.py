@@ -1,5 +1,9 @@
 """The weight format: exact round trips, and a named error for every broken file."""
+import copy
 import json
+import re
+import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -303,7 +307,6 @@ MALFORMED = [
 
 @pytest.mark.parametrize("case,mutate,message", MALFORMED, ids=[c[0] for c in MALFORMED])
 def test_malformed_record_gives_weight_file_error(saved, case, mutate, message):
-    import copy
     net, path = saved
     record = mutate(copy.deepcopy(architecture(net)))
     arrays = arrays_of(path)
@@ -313,7 +316,6 @@ def test_malformed_record_gives_weight_file_error(saved, case, mutate, message):
         load(path)
     assert str(e.value).startswith(f"{path}: "), str(e.value)
     assert "\n" not in str(e.value)
-    import re
     assert re.search(message, str(e.value)), str(e.value)
 
 
@@ -357,7 +359,6 @@ def test_bad_dtype_argument_is_the_callers_error(saved):
 # Damaged files: random bytes anywhere give the package's own error naming file and member
 # ------------------------------------------------------------------------------------------
 def test_corrupt_deflate_stream_names_file_and_member(saved):
-    import zipfile
     _, path = saved
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as zf:
@@ -370,7 +371,6 @@ def test_corrupt_deflate_stream_names_file_and_member(saved):
 
 
 def test_member_that_is_not_npy_or_lies_about_its_shape(saved, tmp_path):
-    import zipfile
     _, path = saved
     with zipfile.ZipFile(path, "a") as zf:
         zf.writestr("readme.txt", "hello")
@@ -400,7 +400,6 @@ def test_random_byte_flips_in_a_bundled_weight_file(tmp_path):
     (mostly compressed data), half in the zip structure (local headers, central directory,
     end record). Each load gives a WeightFileError naming the file, or (bytes that did not
     matter: timestamps, attributes, a CRC-checked stretch unchanged) exactly the network."""
-    import zipfile
     from minilrp.models.data import model_path
     source = model_path("fmnist-mlp")
     data = open(source, "rb").read()
@@ -440,7 +439,6 @@ def test_random_bytes_in_member_contents_with_valid_crcs(saved, tmp_path):
     meet them. Only WeightFileError may come out; whatever loads has passed every check
     (finite parameters of the recorded shapes; random float bytes may still be huge, which
     the network's own overflow checks are for)."""
-    import zipfile
     net, path = saved
     with zipfile.ZipFile(path) as zf:
         members = {i.filename: zf.read(i) for i in zf.infolist()}
@@ -466,3 +464,22 @@ def test_random_bytes_in_member_contents_with_valid_crcs(saved, tmp_path):
         assert back.shapes == net.shapes
         assert all(np.isfinite(p).all() for layer in back.layers for p in layer.params().values())
     assert 0 < loaded < 300
+
+
+def test_member_that_unpacks_beyond_the_limit_is_refused_unread(tmp_path):
+    """A zip bomb (gigabytes of zeros compress to a few MB): the declared size is refused
+    before anything is decompressed."""
+    from minilrp.models.io import MAX_MEMBER_BYTES
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("layers.0.weight.npy", b"\x00" * 1000)
+    data = bytearray(path.read_bytes())
+    # rewrite the uncompressed size in the central directory entry (offset 24 of its header)
+    cd = data.rindex(b"PK\x01\x02")
+    data[cd + 24:cd + 28] = struct.pack("<I", 0xFFFFFFF0)
+    path.write_bytes(bytes(data))
+    assert MAX_MEMBER_BYTES < 0xFFFFFFF0
+    with pytest.raises(WeightFileError, match=r"bomb\.npz: member 'layers\.0\.weight\.npy' unpacks "
+                                              r"to 4,294,967,280 bytes, more than the limit of "
+                                              r"2,147,483,648 for one array"):
+        load(path)

@@ -30,6 +30,8 @@ from ..engine.network import Network
 
 FORMAT = "minilrp"
 FORMAT_VERSION = 1
+# One array's unpacked size at most: 2 GiB, five times VGG-16's largest (411 MB in float32).
+MAX_MEMBER_BYTES = 2 << 30
 
 
 def architecture(net: Network) -> dict:
@@ -98,6 +100,10 @@ def read_npz(path) -> dict:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 raise WeightFileError(f"{name}: member '{info.filename}' is not a .npy array")
+            if info.file_size > MAX_MEMBER_BYTES:  # before decompressing a possible zip bomb
+                raise WeightFileError(f"{name}: member '{info.filename}' unpacks to "
+                                      f"{info.file_size:,} bytes, more than the limit of "
+                                      f"{MAX_MEMBER_BYTES:,} for one array")
             try:
                 with zf.open(info) as fp:
                     a = np.lib.format.read_array(fp, allow_pickle=False)

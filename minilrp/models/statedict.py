@@ -70,7 +70,7 @@ BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
 @dataclass
-class Layer:
+class LayerSpec:
     """One described layer: its kind, constructor arguments, state-dict name, and the text
     it was written as (for messages)."""
     kind: str
@@ -100,7 +100,7 @@ class Layer:
 # ------------------------------------------------------------------------------------------
 def read_description(arg) -> dict:
     """``arg``: a compact or JSON description, or the path of a file holding one (JSON, or
-    text in the compact form). -> {"layers": [Layer, ...], and whatever else a JSON object
+    text in the compact form). -> {"layers": [LayerSpec, ...], and whatever else a JSON object
     gave: "input_shape", "classes", "mean", "std", "name"}."""
     text, source = str(arg), "the layer description"
     if not text.lstrip().startswith(("[", "{")):
@@ -155,7 +155,7 @@ def _check_extras(desc, source):
 
 
 def parse_layers(entries, source="the layer description") -> list:
-    """A list of compact strings / JSON objects (or one compact string) -> [Layer, ...]."""
+    """A list of compact strings / JSON objects (or one compact string) -> [LayerSpec, ...]."""
     if isinstance(entries, str):
         return read_description(entries)["layers"]
     if not isinstance(entries, list) or not entries:
@@ -172,7 +172,7 @@ def parse_layers(entries, source="the layer description") -> list:
     return layers
 
 
-def _parse_entry(entry, where) -> Layer:
+def _parse_entry(entry, where) -> LayerSpec:
     if isinstance(entry, str):
         return _parse_compact(entry, where)
     if not isinstance(entry, dict):
@@ -194,10 +194,12 @@ def _parse_entry(entry, where) -> Layer:
             raise MinilrpError(f"{where} ({kind}): takes {', '.join(sorted(allowed)) or 'no keys'}"
                                f"{' (num_features required)' if kind == 'BatchNorm' else ''}, got "
                                f"{', '.join(sorted(spec)) or 'none'}")
-    return _checked(Layer(kind, spec, name, json.dumps(entry)), where)
+    layer = _checked(LayerSpec(kind, spec, name), where)
+    layer.text = f"{name}=" * bool(name) + _compact_one(layer)
+    return layer
 
 
-def _parse_compact(token, where) -> Layer:
+def _parse_compact(token, where) -> LayerSpec:
     text = token.strip()
     name, _, body = text.partition("=") if re.match(r"^[^:=]+=", text) else ("", "", text)
     parts = [p.strip() for p in body.split(":")]
@@ -228,10 +230,10 @@ def _parse_compact(token, where) -> Layer:
             config[key] = _integer(value, where, key)
     if name and not re.fullmatch(r"[\w.\-]+", name):
         raise MinilrpError(f"{where}: a layer name may hold letters, digits, '_', '.', '-', got '{name}'")
-    return _checked(Layer(kind, config, name or None, text), where)
+    return _checked(LayerSpec(kind, config, name or None, text), where)
 
 
-def _checked(layer, where) -> Layer:
+def _checked(layer, where) -> LayerSpec:
     """The hyperparameters checked as a weight file's are (sizes, required names)."""
     if layer.kind in LAYER_CLASSES:
         try:
@@ -267,18 +269,19 @@ def _number(text, where, what):
         raise MinilrpError(f"{where}: {what} must be a number, got '{text}'") from None
 
 
+def _compact_one(layer) -> str:
+    c = layer.config
+    pos = [str(c[p]) for p in POSITIONAL.get(layer.kind, ())]
+    opts = [f"{k[0]}{c[k]}" for k in ("stride", "padding") if c.get(k) is not None]
+    opts += ["nobias"] if c.get("bias") is False else []
+    opts += [f"eps={c['eps']:g}"] if layer.kind == "BatchNorm" else []
+    return ":".join([FORMS[layer.kind].split(":")[0].split("[")[0]] + pos + opts)
+
+
 def compact(layers) -> str:
     """The description in the compact form (recorded in the network's provenance)."""
-    out = []
-    for i, layer in enumerate(layers):
-        c = layer.config
-        pos = [str(c[p]) for p in POSITIONAL.get(layer.kind, ())]
-        opts = [f"{k[0]}{c[k]}" for k in ("stride", "padding") if k in c and c[k] is not None]
-        opts += ["nobias"] if c.get("bias") is False else []
-        opts += [f"eps={c['eps']:g}"] if layer.kind == "BatchNorm" else []
-        kind = {v: k for k, v in reversed(KINDS.items())}[layer.kind]
-        out.append(f"{layer.name}=" * (layer.name != str(i)) + ":".join([kind] + pos + opts))
-    return ",".join(out)
+    return ",".join(f"{layer.name}=" * (layer.name != str(i)) + _compact_one(layer)
+                    for i, layer in enumerate(layers))
 
 
 # ------------------------------------------------------------------------------------------
@@ -336,7 +339,7 @@ def from_state_dict(state, layers, input_shape, classes=None, name="network", me
     to ``dtype``; batch norms are folded. Raises MinilrpError naming every mismatch."""
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise MinilrpError("the state dict must map parameter names (strings) to arrays")
-    if not (isinstance(layers, list) and all(isinstance(x, Layer) for x in layers)):
+    if not (isinstance(layers, list) and all(isinstance(x, LayerSpec) for x in layers)):
         layers = parse_layers(layers)
     if input_shape is None:
         raise MinilrpError("give the input shape (C, H, W) of one example")
