@@ -559,3 +559,13 @@ def test_bundled_model_round_trips_through_a_safetensors_state_dict(tmp_path, ca
     for a, b in zip(net.layers, back.layers):
         for k, v in a.params().items():
             np.testing.assert_array_equal(v, b.params()[k])
+
+
+def test_layer_description_route_needs_no_pytorch(tmp_path, capsys, monkeypatch):
+    """With torch unimportable, an .npz state dict and --layers still convert."""
+    np.savez(tmp_path / "sd.npz", **cnn_state())
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    code, _, err = cli(capsys, tmp_path / "sd.npz", "--layers", CNN, "--input-shape", "1,28,28",
+                       "-o", tmp_path / "o.npz")
+    assert code == 0, err
+    np.testing.assert_array_equal(load(tmp_path / "o.npz").layers[7].weight, cnn_state()["7.weight"])

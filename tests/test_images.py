@@ -21,7 +21,7 @@ def net_for(C, H=28, W=28):
                    (C, H, W), name=f"net{C}x{H}x{W}")
 
 
-GREY, RGB = net_for(1), net_for(3)
+GREY = net_for(1)
 
 
 def png_by_hand(path, width, height, bit_depth=1):
