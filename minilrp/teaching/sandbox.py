@@ -173,30 +173,24 @@ _PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn",
 
 def _audit_hook(policy, open_ok, minilrp_dir, block_ctypes):
     """An audit hook (permanent once added) refusing files in the minilrp package other than
-    ``open_ok`` (real paths of files or folders), process creation and signals to others."""
+    ``open_ok`` (real paths of files or folders), process creation and signals to others.
+    (Nothing it calls raises an audit event of its own: it needs no guard against recursion.)"""
     me = os.getpid()
-    busy = threading.local()
 
     def hook(event, args):
-        if getattr(busy, "on", False):
-            return
-        busy.on = True
-        try:
-            if event == "open" and minilrp_dir is not None:
-                path = args[0]
-                if isinstance(path, int) or path is None:
-                    return
-                real = os.path.realpath(os.fsdecode(os.fspath(path)))
-                if _inside(real, minilrp_dir) and not any(_inside(real, ok) for ok in open_ok):
-                    raise Forbidden(_message(f"opening minilrp's file {os.path.relpath(real, minilrp_dir)}", policy))
-            elif event in _PROCESS_EVENTS:
-                raise Forbidden(_message(f"starting a process ({event})", policy))
-            elif event in ("os.kill", "os.killpg") and args[0] not in (me, 0):
-                raise Forbidden(_message("sending a signal to another process", policy))
-            elif block_ctypes and event in ("ctypes.dlopen", "ctypes.dlsym"):
-                raise Forbidden(_message("loading C functions with ctypes", policy))
-        finally:
-            busy.on = False
+        if event == "open" and minilrp_dir is not None:
+            path = args[0]
+            if isinstance(path, int) or path is None:
+                return
+            real = os.path.realpath(os.fsdecode(os.fspath(path)))
+            if _inside(real, minilrp_dir) and not any(_inside(real, ok) for ok in open_ok):
+                raise Forbidden(_message(f"opening minilrp's file {os.path.relpath(real, minilrp_dir)}", policy))
+        elif event in _PROCESS_EVENTS:
+            raise Forbidden(_message(f"starting a process ({event})", policy))
+        elif event in ("os.kill", "os.killpg") and args[0] not in (me, 0):
+            raise Forbidden(_message("sending a signal to another process", policy))
+        elif block_ctypes and event in ("ctypes.dlopen", "ctypes.dlsym"):
+            raise Forbidden(_message("loading C functions with ctypes", policy))
 
     sys.addaudithook(hook)
 
@@ -350,10 +344,10 @@ def _import_student(path):
 
 def _inspect(module, functions):
     """Which of ``functions`` the module defines, and the public callables it does define."""
-    defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+    names = vars(module)
+    defined = sorted(n for n, v in names.items() if callable(v) and not n.startswith("_")
                      and getattr(v, "__module__", None) == module.__name__)
-    return {"status": "ok", "callable": {f: callable(getattr(module, f, None)) for f in functions},
-            "defined": defined}
+    return {"status": "ok", "callable": {f: callable(names.get(f)) for f in functions}, "defined": defined}
 
 
 def _call(module, path, msg, from_arrays):
@@ -393,7 +387,8 @@ def child_main(cmd_fd, reply_fd):
     if hello.get("memory_mb"):
         try:
             import resource
-            used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            with open("/proc/self/statm") as f:  # the address space in use after the setup
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
             limit = used + int(hello["memory_mb"]) * (1 << 20)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, OSError, ValueError):
@@ -407,14 +402,15 @@ def child_main(cmd_fd, reply_fd):
             msg = unpack(incoming.recv_bytes())
         except (EOFError, OSError):
             return
-        if msg["op"] == "import":
-            module, reply = _import_student(path)
-        elif msg["op"] == "inspect":
-            reply = _inspect(module, msg["functions"])
-        elif msg["op"] == "call":
-            reply = _call(module, path, msg, from_arrays)
-        else:
-            reply = {"status": "error", "message": f"unknown op {msg['op']!r}"}
+        try:
+            if msg["op"] == "import":
+                module, reply = _import_student(path)
+            elif msg["op"] == "inspect":
+                reply = _inspect(module, msg["functions"])
+            else:
+                reply = _call(module, path, msg, from_arrays)
+        except Exception as e:  # noqa: BLE001 - e.g. a student object that breaks inspection
+            reply = {"status": "exception", "message": _describe(e, path)}
         try:
             data = pack(reply)
         except Exception as e:  # noqa: BLE001 - e.g. an array the wire cannot carry
@@ -498,7 +494,9 @@ class StudentProcess:
             code = self.proc.wait(timeout=5)
         except Exception:  # noqa: BLE001
             code = None
-        if code is not None and code < 0:
+        if code is None:
+            why = "it closed its connection to the checker"
+        elif code < 0:
             try:
                 why = f"killed by signal {signal.Signals(-code).name}"
             except ValueError:
