@@ -152,13 +152,20 @@ def grade_main(argv) -> int:
     if not files:
         print(f"{folder}: no .py files to grade", file=sys.stderr)
         return 2
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        print(f"{args.out}: its folder does not exist", file=sys.stderr)
+        return 2
     ex = checker.Exercise(args.exercise, args.seed)
     print(f"grading {len(files)} submissions of {ex.name!r}, seed {ex.seed}, {args.timeout:g} s per call",
           file=sys.stderr)
     rows = grader.grade(ex, folder, jobs=args.jobs, timeout=args.timeout, memory_mb=args.memory,
                         progress=not args.no_progress)
     if args.out:
-        grader.write_csv(rows, args.out)
+        try:
+            grader.write_csv(rows, args.out)
+        except OSError as e:
+            print(f"{args.out}: cannot write the grades ({e.strerror or e})", file=sys.stderr)
+            return 2
         print(f"wrote {len(rows)} rows to {args.out}", file=sys.stderr)
     if args.json:
         for r in rows:  # one JSON object per line: a pipe can stop reading at any row

@@ -127,14 +127,15 @@ def test_thirty_mixed_submissions_give_the_expected_csv(graded):
 
 
 @pytest.mark.slow
-def test_json_rows_in_a_pipe(graded):
-    folder, _, rows = graded
-    cmd = (f"{sys.executable} -m minilrp.check grade epsilon_dense {folder} --json --seed {SEED} --timeout 1 "
+def test_json_rows_in_a_pipe(tmp_path):
+    for name in ("a.py", "b.py", "c.py"):
+        (tmp_path / name).write_text(SOLUTION if name != "b.py" else sub("return a * c", "return c"))
+    cmd = (f"{sys.executable} -m minilrp.check grade epsilon_dense {tmp_path} --json --seed {SEED} "
            f"--no-progress | head -1")
     p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=600)
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
     first = json.loads(p.stdout)
-    assert first["file"] == rows[0]["file"] and first["status"] == rows[0]["status"]
+    assert first["file"] == "a.py" and first["status"] == "passed" and first["seed"] == SEED
 
 
 def test_grade_in_process_and_reports(tmp_path):
@@ -156,3 +157,5 @@ def test_grade_cli_errors(tmp_path):
     from minilrp import check as cli
     assert cli.main(["grade", "epsilon_dense", str(tmp_path)]) == 2  # no .py files
     assert cli.main(["grade", "epsilon_dense", str(tmp_path / "nope")]) == 2
+    (tmp_path / "a.py").write_text("x = 1\n")
+    assert cli.main(["grade", "epsilon_dense", str(tmp_path), "--out", str(tmp_path / "no" / "g.csv")]) == 2

@@ -29,7 +29,7 @@ import numpy as np
 from .cases import CaseBook
 from .compare import compare
 from .exercises import EXERCISES, definition
-from .sandbox import StudentProcess
+from .sandbox import StudentProcess, Zygote
 
 TIMEOUT = 5.0  # seconds per call of the student's function (and for importing the file)
 MEMORY_MB = 1024  # address space the student's code may add to its process
@@ -196,13 +196,14 @@ class Report:
 class _Session:
     """The student's process for one file, restarted after a death (up to MAX_DEATHS)."""
 
-    def __init__(self, ex, path, timeout, memory_mb):
-        self.ex, self.path, self.timeout, self.memory_mb = ex, path, timeout, memory_mb
+    def __init__(self, ex, path, timeout, memory_mb, zygote):
+        self.ex, self.path, self.timeout, self.memory_mb, self.zygote = ex, path, timeout, memory_mb, zygote
         self.proc, self.deaths, self.functions = None, 0, None
 
     def open(self):
         """Start a process and import the file: None, or (problem, message)."""
-        self.proc = StudentProcess(self.path, self.ex.policy, self.ex.name, self.memory_mb)
+        self.close()
+        self.proc = StudentProcess(self.zygote, self.path, self.memory_mb)
         if self.proc.started.get("status") != "ready":
             return "internal", f"the checker's process did not start: {self.proc.started.get('message', '')}"
         reply = self.proc.request({"op": "import"}, self.timeout)
@@ -231,7 +232,7 @@ class _Session:
 
     def close(self):
         if self.proc is not None:
-            self.proc.kill()
+            self.proc.close()
 
 
 def _error_lines(reply, function, timeout, memory_mb):
@@ -291,9 +292,11 @@ def _run_case(ex, case, session, only_here):
     return None, [], [], seconds
 
 
-def check(ex: Exercise, student_file, timeout=TIMEOUT, memory_mb=MEMORY_MB, on_result=None) -> Report:
+def check(ex: Exercise, student_file, timeout=TIMEOUT, memory_mb=MEMORY_MB, on_result=None, zygote=None) -> Report:
     """Run every check of ``ex`` on ``student_file``; ``on_result(result)`` is called as each
-    check finishes. Never raises for anything the student's file does."""
+    check finishes. zygote: a :class:`~minilrp.teaching.sandbox.Zygote` for ``ex.policy`` to
+    fork the student's process from (the grader shares one; default: one for this call).
+    Never raises for anything the student's file does."""
     report = Report(ex.name, str(student_file), seed=ex.seed, timeout=timeout,
                     width=max([len(c["id"]) for c in ex.cases] + [8]))
 
@@ -308,7 +311,13 @@ def check(ex: Exercise, student_file, timeout=TIMEOUT, memory_mb=MEMORY_MB, on_r
         why = "no such file" if not path.exists() else "not a Python file (.py)"
         emit(Result("import", "the file imports", "fail", [f"{path}: {why}"], problem="import"))
         return report
-    session = _Session(ex, str(path), timeout, memory_mb)
+    own = zygote is None
+    try:
+        zygote = Zygote(ex.policy, ex.name) if own else zygote
+    except RuntimeError as e:
+        emit(Result("setup", "the checker's process starts", "fail", [str(e)], problem="internal"))
+        return report
+    session = _Session(ex, str(path), timeout, memory_mb, zygote)
     try:
         problem = session.open()
         if problem:
@@ -355,6 +364,8 @@ def check(ex: Exercise, student_file, timeout=TIMEOUT, memory_mb=MEMORY_MB, on_r
             emit(Result(case["id"], case["title"], "fail", lines, mistakes, problem, seconds))
     finally:
         session.close()
+        if own:
+            zygote.close()
     return report
 
 

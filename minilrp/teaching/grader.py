@@ -4,9 +4,10 @@
     write_csv(rows, "grades.csv")
 
 One :class:`~minilrp.teaching.checker.Exercise` (one seed: every student gets the same fresh
-inputs, and the right outputs are computed once) serves all submissions; a thread per worker
-drives one student process at a time (teaching/sandbox.py), so ``jobs`` files run at once on
-as many cores. A file that crashes, loops, prints, exhausts its memory or does not import
+inputs, and the right outputs are computed once) serves all submissions, and one zygote
+process (teaching/sandbox.py) forks every student's process from its set-up state; a thread
+per worker drives one student process at a time, so ``jobs`` files run at once on as many
+cores. A file that crashes, loops, prints, exhausts its memory or does not import
 gets its row like any other; the grader itself never stops for a submission.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from ..progress import Progress
 from .checker import MEMORY_MB, TIMEOUT, Exercise, Report, Result, check
+from .sandbox import Zygote
 
 COLUMNS = ["file", "score", "passed", "failed", "checks", "status", "first_failing_check", "problem",
            "mistakes", "detail", "seed", "seconds"]
@@ -57,10 +59,10 @@ def row(report: Report, path, seconds) -> dict:
             "seed": report.seed, "seconds": round(seconds, 2)}
 
 
-def _one(ex, path, timeout, memory_mb):
+def _one(ex, path, timeout, memory_mb, zygote):
     start = time.perf_counter()
     try:
-        report = check(ex, path, timeout, memory_mb)
+        report = check(ex, path, timeout, memory_mb, zygote=zygote)
     except Exception as e:  # noqa: BLE001 - a checker bug must not stop the class's grading
         report = Report(ex.name, str(path), seed=ex.seed, timeout=timeout)
         report.results.append(Result("internal", "the checker ran", "fail",
@@ -78,8 +80,8 @@ def grade(exercise, folder, jobs=None, seed=None, timeout=TIMEOUT, memory_mb=MEM
     jobs = max(1, jobs or os.cpu_count() or 1)
     bar = Progress(len(files), enabled=progress, unit="submissions")
     out = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(_one, ex, f, timeout, memory_mb): f for f in files}
+    with Zygote(ex.policy, ex.name) as zygote, ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(_one, ex, f, timeout, memory_mb, zygote): f for f in files}
         for fut in as_completed(futures):
             path = futures[fut]
             report, seconds = fut.result()

@@ -1,20 +1,28 @@
 """A student's file in its own process: guarded imports, a time limit from outside, a wire format
 that cannot run code.
 
-The checker (parent) starts ``python -I sandbox.py`` (this file, run as a script: it imports only
-the standard library and NumPy, never the ``minilrp`` package) and talks to it over two pipes.
+Three kinds of process, all started from this file run as a script (``python -I sandbox.py``:
+it imports only the standard library and NumPy, never the ``minilrp`` package):
 
-Parent -> child: a *hello* (the exercise's policy), then ``import`` (the student's file), then
-one ``call`` per check (function name and arguments). Child -> parent: one reply per message.
-The parent waits for each reply with a deadline and kills the process (SIGKILL) when it passes:
-the time limit is enforced from outside, where the student's code cannot catch it. A process
-that dies (``os._exit``, a segfault, the memory limit) is reported as dead, with its exit status
-or signal and the last line it wrote to stderr.
+- the *zygote* (:class:`Zygote`, one per exercise being checked or graded) does the setup every
+  student's process needs once (NumPy; for the engine exercises minilrp's engine with its
+  numba kernels loaded, about a second) and then forks, per student file,
+- a *supervisor*, which forks the *student's process* and waits for it: when it dies
+  (``os._exit``, a segfault, the memory limit) the supervisor tells the checker how (exit
+  status or signal; the checker adds the last line it wrote to stderr);
+- the student's process raises its guards, imports the student's file and answers the
+  checker's messages, one reply each.
+
+The checker (:class:`StudentProcess`) sends ``import``, ``inspect`` and one ``call`` per check
+(function name and arguments) and waits for each reply with a deadline; when it passes it
+kills the student's process (SIGKILL): the time limit is enforced from outside, where the
+student's code cannot catch it. Starting a student's process costs a fork (about 20 ms),
+not an interpreter.
 
 Messages are a JSON header plus ``.npy`` arrays read with ``allow_pickle=False``: a reply from
 the student's process can carry numbers, never code for the checker to run.
 
-What the child guards, once its setup is done (before the student's file is imported):
+What the student's process guards, before the student's file is imported:
 
 - imports: a meta-path finder refuses every ``minilrp`` module the policy does not allow (for
   most exercises: all of them), by name and by file location (the package loaded under another
@@ -26,7 +34,8 @@ What the child guards, once its setup is done (before the student's file is impo
 - methods: names the policy lists (``Network.gradient`` for SA) are replaced on their class by a
   guard that raises, so ``net.gradient``, ``type(net).gradient`` and ``getattr`` all meet it;
 - memory: ``RLIMIT_AS`` caps the address space (a MemoryError in the student's code);
-- output: the student's prints are captured (first lines kept) and fds 1/2 go nowhere useful.
+- output: the student's prints are captured (first lines kept); fd 1 goes to /dev/null, fd 2 to a
+  file the checker reads when the process dies.
 
 What it does not stop (docs/instructors.md says so too): a student who copies the library's code
 into their file, or who reads files elsewhere on the machine. It is a guard for grading honest
@@ -45,6 +54,7 @@ import types
 import warnings
 
 import numpy as np
+from multiprocessing.connection import Connection
 
 HERE = os.path.realpath(__file__)
 MAX_MESSAGE = 1 << 30  # bytes: a reply larger than this is refused
@@ -215,7 +225,8 @@ def _guard_method(cls, name, policy):
 def _load_engine(root, policy):
     """Import minilrp's engine (Network, layers, the weight format) without the package's
     __init__ (which would load the rules): a stand-in ``minilrp`` package holds only what is
-    imported here. Returns from_arrays."""
+    imported here. Every kernel the checks use is loaded (float64) before any student's clock
+    starts. -> (from_arrays, Network, the package's folder)."""
     import importlib.util
     spec = importlib.util.find_spec("minilrp")
     if spec is None and root:  # minilrp run from a source tree (PYTHONPATH, which -I ignores)
@@ -232,15 +243,12 @@ def _load_engine(root, policy):
     from minilrp.engine.layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU
     from minilrp.engine.network import Network
     from minilrp.models.io import from_arrays
-    # compile or load every kernel the checks use (float64) before the student's clock starts
     rng = np.random.default_rng(0)
     net = Network([Conv2d(1, 2, 3, padding=1), ReLU(), MaxPool2d(2), AvgPool2d(2), Flatten(), Dense(8, 3)],
                   (1, 8, 8)).astype(np.float64)
     net.forward(rng.standard_normal((2, 1, 8, 8)))
     net.backward(np.ones((2, 3)))
-    for name in policy.get("guard_methods", []):
-        _guard_method(Network, name, policy)
-    return from_arrays, os.path.dirname(os.path.realpath(spec.origin))
+    return from_arrays, Network, os.path.dirname(os.path.realpath(spec.origin))
 
 
 def _where(exc, path):
@@ -369,33 +377,32 @@ def _call(module, path, msg, from_arrays):
             "seconds": seconds}
 
 
-def child_main(cmd_fd, reply_fd):
-    from multiprocessing.connection import Connection
+def _student(cmd_fd, reply_fd, request, config, engine):
+    """The student's process (forked from the zygote): guards up, then one reply per message."""
     incoming, outgoing = Connection(cmd_fd, writable=False), Connection(reply_fd, readable=False)
-    _quiet_fds()
-    sys.dont_write_bytecode = True
-    hello = unpack(incoming.recv_bytes())
-    policy, path = hello["policy"], hello["student"]
-    from_arrays, open_ok = None, [HERE, os.path.realpath(path)]
-    minilrp_dir = hello.get("minilrp_dir")
-    if policy.get("engine"):
-        from_arrays, pkg_dir = _load_engine(hello.get("root"), policy)
-        minilrp_dir = pkg_dir
-        open_ok += [os.path.join(pkg_dir, "engine"), os.path.join(pkg_dir, "models", "io.py"),
-                    os.path.join(pkg_dir, "errors.py")]
+    policy, path = config["policy"], request["student"]
+    minilrp_dir = config["minilrp_dir"] and os.path.realpath(config["minilrp_dir"])
+    open_ok = [HERE, os.path.realpath(path)]
+    from_arrays = None
+    if engine is not None:
+        from_arrays, network, minilrp_dir = engine
+        open_ok += [os.path.join(minilrp_dir, "engine"), os.path.join(minilrp_dir, "models", "io.py"),
+                    os.path.join(minilrp_dir, "errors.py")]
+        for name in policy.get("guard_methods", []):
+            _guard_method(network, name, policy)
     allowed = {m for m in sys.modules if m == "minilrp" or m.startswith("minilrp.")}
-    if hello.get("memory_mb"):
+    if request.get("memory_mb"):
         try:
             import resource
             with open("/proc/self/statm") as f:  # the address space in use after the setup
                 used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            limit = used + int(hello["memory_mb"]) * (1 << 20)
+            limit = used + int(request["memory_mb"]) * (1 << 20)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, OSError, ValueError):
             pass  # no limit where the platform has none
-    sys.meta_path.insert(0, _Finder(policy, allowed, minilrp_dir and os.path.realpath(minilrp_dir)))
-    _audit_hook(policy, open_ok, minilrp_dir and os.path.realpath(minilrp_dir), block_ctypes=not policy.get("engine"))
-    outgoing.send_bytes(pack({"status": "ready"}))
+    sys.meta_path.insert(0, _Finder(policy, allowed, minilrp_dir))
+    _audit_hook(policy, open_ok, minilrp_dir, block_ctypes=engine is None)
+    outgoing.send_bytes(pack({"status": "ready", "pid": os.getpid()}))
     module = None
     while True:
         try:
@@ -418,41 +425,178 @@ def child_main(cmd_fd, reply_fd):
         outgoing.send_bytes(data)
 
 
-# ======================================================================================
-# The parent's side: one student process
-# ======================================================================================
-class StudentProcess:
-    """Start a child for ``student`` under ``policy``; :meth:`request` sends one message and
-    waits for its reply until a deadline. Replies with status "timeout" or "died" mean the
-    process is gone. Use as a context manager (the process is killed on exit)."""
+def _exit_words(code):
+    """A process's exit code (negative: the signal) in words."""
+    import signal
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
 
-    START_TIMEOUT = 120.0  # seconds for the child's own setup (not the student's time)
 
-    def __init__(self, student, policy, exercise, memory_mb=None):
-        import queue
+def _supervise(fds, request, config, engine):
+    """Between the zygote and a student's process: fork it, wait for it, and say on the reply
+    pipe how it ended (the checker reads this when the student's process dies mid-call)."""
+    import signal
+    cmd_fd, reply_fd, err_fd = fds
+    os.dup2(err_fd, 2)  # the student's last words go to the checker's file for them
+    os.close(err_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _student(cmd_fd, reply_fd, request, config, engine)
+        except BaseException:  # noqa: BLE001 - the setup failed: its last words, then a non-zero exit
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(cmd_fd)  # the student's process sees the end of the commands when the checker closes them
+    _, status = os.waitpid(pid, 0)
+    try:
+        Connection(reply_fd, readable=False).send_bytes(
+            pack({"status": "died", "message": _exit_words(os.waitstatus_to_exitcode(status))}))
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def zygote_main(sock_fd):
+    """The zygote: the setup every student's process needs (NumPy; for the engine exercises
+    minilrp's engine with its kernels loaded), done once; then a fork per request. A request
+    is a JSON message with three fds (commands in, replies out, stderr); the reply is the pid
+    of the supervisor forked for it."""
+    import signal
+    import socket
+    sock = socket.socket(fileno=sock_fd)
+    _quiet_fds()
+    sys.dont_write_bytecode = True
+    config = json.loads(sock.recv(1 << 16).decode("utf-8"))
+    engine = _load_engine(config.get("root"), config["policy"]) if config["policy"].get("engine") else None
+    sock.sendall(b"ready")
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)  # set up: nothing more to say (each student's process gets its own stderr)
+    os.close(null)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the system
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+        except OSError:
+            return
+        if not msg:
+            return
+        pid = os.fork()
+        if pid == 0:
+            try:
+                sock.close()
+                _supervise(fds, json.loads(msg.decode("utf-8")), config, engine)
+            finally:
+                os._exit(1)  # never back into the zygote's loop
+        for fd in fds:
+            os.close(fd)
+        sock.sendall(str(pid).encode())
+
+
+# ======================================================================================
+# The checker's side: the zygote and one student process
+# ======================================================================================
+THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "NUMBA_NUM_THREADS": "1"}
+
+
+class Zygote:
+    """A process that holds the set-up state of one exercise's policy and forks a fresh process
+    for each student file (``StudentProcess(zygote, ...)``): starting one costs a fork, not an
+    interpreter with NumPy (and numba's kernels for the engine exercises). Safe to share between
+    threads; a context manager (stops the zygote on exit)."""
+
+    START_TIMEOUT = 120.0  # seconds for the setup (not any student's time)
+
+    def __init__(self, policy, exercise):
+        import socket
         import subprocess
-        import tempfile
-        from multiprocessing.connection import Connection
-        cmd_r, cmd_w = os.pipe()
-        reply_r, reply_w = os.pipe()
-        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   NUMBA_NUM_THREADS="1")
-        self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-I", HERE, str(cmd_r), str(reply_w)],
-                                     pass_fds=(cmd_r, reply_w), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
-        os.close(cmd_r)
-        os.close(reply_w)
-        self.to_child, self.from_child = Connection(cmd_w, readable=False), Connection(reply_r, writable=False)
-        self.replies = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        mine, theirs = socket.socketpair()
+        self.proc = subprocess.Popen([sys.executable, "-I", HERE, "zygote", str(theirs.fileno())],
+                                     pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env=dict(os.environ, **THREAD_ENV))
+        theirs.close()
+        self.sock, self.lock = mine, threading.Lock()
         import minilrp
         pkg = os.path.dirname(os.path.realpath(minilrp.__file__))
-        hello = {"policy": {**policy, "exercise": exercise}, "student": os.path.abspath(student),
-                 "minilrp_dir": pkg, "root": os.path.dirname(pkg), "memory_mb": memory_mb}
-        self.alive = True
-        self.started = self._send(hello, self.START_TIMEOUT)
+        config = {"policy": {**policy, "exercise": exercise}, "minilrp_dir": pkg, "root": os.path.dirname(pkg)}
+        self.sock.settimeout(self.START_TIMEOUT)
+        why = "no answer"
+        try:
+            self.sock.sendall(json.dumps(config).encode("utf-8"))
+            answer = self.sock.recv(64)
+        except OSError as e:
+            answer, why = b"", str(e)
+        if answer != b"ready":
+            self.close()
+            err = self.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            raise RuntimeError(f"the checker's student process could not be set up: {err[-1] if err else why}")
+        self.proc.stderr.close()
+        self.sock.settimeout(None)
+
+    def fork(self, request, fds) -> int:
+        """A new supervised student process for ``request`` on ``fds``; -> the supervisor's pid."""
+        import socket
+        with self.lock:
+            try:
+                socket.send_fds(self.sock, [json.dumps(request).encode("utf-8")], fds)
+                return int(self.sock.recv(64))
+            except (OSError, ValueError) as e:
+                raise RuntimeError(f"the checker's zygote process is gone ({e})") from None
+
+    def close(self):
+        try:
+            self.sock.close()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class StudentProcess:
+    """One student's process, forked by ``zygote``: :meth:`request` sends one message and waits
+    for its reply until a deadline; a reply with status "timeout" or "died" means the process
+    is gone. ``started``: the first reply ("ready", or why not). A context manager."""
+
+    START_TIMEOUT = 60.0  # seconds for the guards to go up (not the student's time)
+
+    def __init__(self, zygote, student, memory_mb=None):
+        import queue
+        import tempfile
+        cmd_r, cmd_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        self.stderr = tempfile.TemporaryFile()
+        self.to_child, self.from_child = Connection(cmd_w, readable=False), Connection(reply_r, writable=False)
+        self.replies, self.alive, self.pid = queue.Queue(), True, None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        try:
+            self.supervisor = zygote.fork({"student": os.path.abspath(student), "memory_mb": memory_mb},
+                                          [cmd_r, reply_w, self.stderr.fileno()])
+        except RuntimeError as e:
+            self.supervisor = None
+            self.started = {"status": "died", "message": str(e)}
+            self.kill()
+            return
+        finally:
+            os.close(cmd_r)
+            os.close(reply_w)
+        self.reader.start()
+        self.started = self._wait(self.START_TIMEOUT)
+        self.pid = self.started.get("pid")
 
     def _read(self):
         while True:
@@ -466,69 +610,64 @@ class StudentProcess:
             except Exception as e:  # noqa: BLE001 - a malformed message is a failed reply
                 self.replies.put({"status": "exception", "message": f"unreadable reply ({e})"})
 
-    def _send(self, message, timeout):
+    def _wait(self, timeout):
         import queue
-        if not self.alive:
-            return {"status": "died", "message": "the process is not running"}
-        try:
-            self.to_child.send_bytes(pack(message))
-        except (BrokenPipeError, OSError):
-            pass  # it died: the reader reports it
         try:
             reply = self.replies.get(timeout=timeout)
         except queue.Empty:
             self.kill()
             return {"status": "timeout"}
-        if reply is None:
-            why = self._death()
+        if reply is None or reply.get("status") == "died":
+            why = "it stopped answering" if reply is None else reply["message"]
             self.kill()
-            return {"status": "died", "message": why}
+            return {"status": "died", "message": why + self._last_words()}
         return reply
 
     def request(self, message, timeout):
-        return self._send(message, timeout)
-
-    def _death(self):
-        import signal
+        """Send ``message``, wait up to ``timeout`` seconds for the reply."""
+        if not self.alive:
+            return {"status": "died", "message": "the process is not running"}
         try:
-            code = self.proc.wait(timeout=5)
-        except Exception:  # noqa: BLE001
-            code = None
-        if code is None:
-            why = "it closed its connection to the checker"
-        elif code < 0:
-            try:
-                why = f"killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                why = f"killed by signal {-code}"
-        else:
-            why = f"exited with status {code}"
+            self.to_child.send_bytes(pack(message))
+        except OSError:
+            pass  # it died: its supervisor says how
+        return self._wait(timeout)
+
+    def _last_words(self):
+        if self.stderr.closed:
+            return ""
         self.stderr.seek(0)
         tail = [line for line in self.stderr.read()[-2000:].decode("utf-8", "replace").splitlines() if line.strip()]
-        return why + (f" (last words on stderr: {tail[-1].strip()[:150]!r})" if tail else "")
+        return f" (last words on stderr: {tail[-1].strip()[:150]!r})" if tail else ""
 
     def kill(self):
-        if self.alive:
-            self.alive = False
+        """Stop the student's process (SIGKILL: nothing it does can delay it) and let go of it."""
+        import signal
+        if not self.alive:
+            return
+        self.alive = False
+        target = self.pid or self.supervisor
+        if target:
             try:
-                self.proc.kill()
-            except OSError:
-                pass
-            self.proc.wait()
-            self.to_child.close()
-            self.reader.join(timeout=5)  # it sees the end of the pipe, then stops
-            try:
-                self.from_child.close()
-            except OSError:
-                pass
-            self.stderr.close()
+                os.kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # gone already
+        self.to_child.close()
+        if self.reader.is_alive():
+            self.reader.join(timeout=5)  # it sees the supervisor close the replies, then stops
+        if not self.reader.is_alive():
+            self.from_child.close()
+
+    def close(self):
+        self.kill()
+        self.stderr.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.kill()
+        self.close()
 
 
 if __name__ == "__main__":
-    child_main(int(sys.argv[1]), int(sys.argv[2]))
+    zygote_main(int(sys.argv[2]))
