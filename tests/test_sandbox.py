@@ -40,3 +40,42 @@ def test_portable_markers():
     assert portable([[1.0, 2.0]]).shape == (1, 2)
     assert portable("abc").dtype.kind == "U"
     assert portable(np.float64(3)).shape == ()
+
+
+NUMPY_POLICY = {"allowed": "NumPy", "hint": "write it yourself"}
+
+
+@pytest.mark.slow
+def test_student_processes_are_forked_from_one_zygote(tmp_path):
+    """Each file gets a fresh process (a crash or a global of one never reaches the next), and
+    the time limits hold from outside: the per-call deadline, and a CPU-time backstop."""
+    import time
+    from minilrp.teaching.sandbox import StudentProcess, Zygote
+    path = tmp_path / "s.py"
+    path.write_text("import os\nSTATE = []\n"
+                    "def remember(x):\n    STATE.append(x)\n    return len(STATE)\n"
+                    "def pid():\n    return os.getpid()\n"
+                    "def crash():\n    import faulthandler; faulthandler._sigsegv()\n"
+                    "def spin():\n    while True:\n        pass\n")
+    with Zygote(NUMPY_POLICY, "demo") as zygote:
+        pids = set()
+        for _ in range(2):
+            with StudentProcess(zygote, path) as p:
+                assert p.started["status"] == "ready" and p.pid != zygote.proc.pid
+                assert p.request({"op": "import"}, 5)["status"] == "ok"
+                call = {"op": "call", "names": ["x"], "args": [1.0]}
+                assert p.request({**call, "function": "remember"}, 5)["value"] == 1  # fresh globals
+                pids.add(int(p.request({**call, "function": "pid", "names": [], "args": []}, 5)["value"]))
+                died = p.request({**call, "function": "crash", "names": [], "args": []}, 5)
+                assert died == {"status": "died", "message": "killed by signal SIGSEGV"}
+                assert not p.alive
+        assert len(pids) == 2
+        with StudentProcess(zygote, path) as p:  # the deadline: SIGKILL from the checker
+            p.request({"op": "import"}, 5)
+            start = time.perf_counter()
+            assert p.request({"op": "call", "function": "spin", "names": [], "args": []}, 0.5) == {"status": "timeout"}
+            assert time.perf_counter() - start < 3
+        with StudentProcess(zygote, path, cpu_seconds=1) as p:  # the backstop: RLIMIT_CPU
+            p.request({"op": "import"}, 5)
+            reply = p.request({"op": "call", "function": "spin", "names": [], "args": []}, 30)
+            assert reply["status"] == "died" and ("SIGXCPU" in reply["message"] or "SIGKILL" in reply["message"])

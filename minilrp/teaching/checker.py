@@ -203,7 +203,8 @@ class _Session:
     def open(self):
         """Start a process and import the file: None, or (problem, message)."""
         self.close()
-        self.proc = StudentProcess(self.zygote, self.path, self.memory_mb)
+        calls = sum(len(c.get("layers", [c])) for c in self.ex.cases) + 2  # and import, inspect
+        self.proc = StudentProcess(self.zygote, self.path, self.memory_mb, cpu_seconds=calls * self.timeout + 60)
         if self.proc.started.get("status") != "ready":
             return "internal", f"the checker's process did not start: {self.proc.started.get('message', '')}"
         reply = self.proc.request({"op": "import"}, self.timeout)

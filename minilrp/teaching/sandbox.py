@@ -33,7 +33,8 @@ What the student's process guards, before the student's file is imported:
   (``subprocess``, ``os.system``, ``os.fork``, ...) or send signals to other processes;
 - methods: names the policy lists (``Network.gradient`` for SA) are replaced on their class by a
   guard that raises, so ``net.gradient``, ``type(net).gradient`` and ``getattr`` all meet it;
-- memory: ``RLIMIT_AS`` caps the address space (a MemoryError in the student's code);
+- memory: ``RLIMIT_AS`` caps the address space (a MemoryError in the student's code), and
+  ``RLIMIT_CPU`` the CPU time of the whole file (a backstop should the checker be killed);
 - output: the student's prints are captured (first lines kept); fd 1 goes to /dev/null, fd 2 to a
   file the checker reads when the process dies.
 
@@ -391,15 +392,7 @@ def _student(cmd_fd, reply_fd, request, config, engine):
         for name in policy.get("guard_methods", []):
             _guard_method(network, name, policy)
     allowed = {m for m in sys.modules if m == "minilrp" or m.startswith("minilrp.")}
-    if request.get("memory_mb"):
-        try:
-            import resource
-            with open("/proc/self/statm") as f:  # the address space in use after the setup
-                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-            limit = used + int(request["memory_mb"]) * (1 << 20)
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        except (ImportError, OSError, ValueError):
-            pass  # no limit where the platform has none
+    _limit(request.get("memory_mb"), request.get("cpu_seconds"))
     sys.meta_path.insert(0, _Finder(policy, allowed, minilrp_dir))
     _audit_hook(policy, open_ok, minilrp_dir, block_ctypes=engine is None)
     outgoing.send_bytes(pack({"status": "ready", "pid": os.getpid()}))
@@ -423,6 +416,23 @@ def _student(cmd_fd, reply_fd, request, config, engine):
         except Exception as e:  # noqa: BLE001 - e.g. an array the wire cannot carry
             data = pack({"status": "exception", "message": f"the result cannot be sent back: {e}"})
         outgoing.send_bytes(data)
+
+
+def _limit(memory_mb, cpu_seconds):
+    """Cap the address space at its size now plus ``memory_mb`` (a MemoryError in the student's
+    code beyond it), and the CPU time (a backstop: the checker's deadline comes first, this
+    ends a process whose checker was killed before it could kill it)."""
+    try:
+        import resource
+    except ImportError:
+        return  # no limits where the platform has none
+    if memory_mb:
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = used + int(memory_mb) * (1 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if cpu_seconds:
+        resource.setrlimit(resource.RLIMIT_CPU, (int(cpu_seconds), int(cpu_seconds)))
 
 
 def _exit_words(code):
@@ -570,11 +580,12 @@ class Zygote:
 class StudentProcess:
     """One student's process, forked by ``zygote``: :meth:`request` sends one message and waits
     for its reply until a deadline; a reply with status "timeout" or "died" means the process
-    is gone. ``started``: the first reply ("ready", or why not). A context manager."""
+    is gone. ``started``: the first reply ("ready", or why not). memory_mb: address space the
+    student's code may add; cpu_seconds: CPU time the process may use in all. A context manager."""
 
     START_TIMEOUT = 60.0  # seconds for the guards to go up (not the student's time)
 
-    def __init__(self, zygote, student, memory_mb=None):
+    def __init__(self, zygote, student, memory_mb=None, cpu_seconds=None):
         import queue
         import tempfile
         cmd_r, cmd_w = os.pipe()
@@ -584,8 +595,8 @@ class StudentProcess:
         self.replies, self.alive, self.pid = queue.Queue(), True, None
         self.reader = threading.Thread(target=self._read, daemon=True)
         try:
-            self.supervisor = zygote.fork({"student": os.path.abspath(student), "memory_mb": memory_mb},
-                                          [cmd_r, reply_w, self.stderr.fileno()])
+            self.supervisor = zygote.fork({"student": os.path.abspath(student), "memory_mb": memory_mb,
+                                           "cpu_seconds": cpu_seconds}, [cmd_r, reply_w, self.stderr.fileno()])
         except RuntimeError as e:
             self.supervisor = None
             self.started = {"status": "died", "message": str(e)}
