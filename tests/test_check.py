@@ -533,6 +533,13 @@ def test_a_dead_process_is_replaced_for_the_next_checks(tmp_path, exercises):
     assert failures(report)[0].problem == "died"
 
 
+def test_dying_every_time_ends_the_exercise(tmp_path, exercises):
+    report = check.check(exercises["epsilon_dense"], student(tmp_path, BAD["dies"][0]))
+    died = [r for r in report.results if r.problem == "died"]
+    assert len(died) == check.MAX_DEATHS and "dying 3 times ends the exercise" in died[-1].lines[-1]
+    assert all(r.problem == "not-run" for r in report.results[check.MAX_DEATHS:]), report.text()
+
+
 def test_endless_loop_ends_the_exercise_with_one_line(tmp_path, exercises):
     import time
     path = student(tmp_path, "def aopc(curves):\n    while True:\n        pass\n"

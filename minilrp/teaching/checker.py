@@ -353,15 +353,13 @@ def check(ex: Exercise, student_file, timeout=TIMEOUT, memory_mb=MEMORY_MB, on_r
                 continue
             if problem == "not-implemented":
                 not_implemented.add(fn)
-            if problem == "timeout":
+            session.deaths += problem == "died"
+            if problem == "timeout" or session.deaths >= MAX_DEATHS:
+                why = "the first timeout" if problem == "timeout" else f"dying {MAX_DEATHS} times"
+                ended = f"not run: {why} ended the exercise"
                 rest = len(ex.cases) - ex.cases.index(case) - 1
-                ended = f"not run: an earlier check timed out"
                 if rest:
-                    lines = lines + [f"the first timeout ends the exercise: the remaining {rest} check(s) were not run"]
-            if problem == "died":
-                session.deaths += 1
-                if session.deaths >= MAX_DEATHS:
-                    ended = "not run: the process died too often"
+                    lines = lines + [f"{why} ends the exercise: the remaining {rest} check(s) were not run"]
             emit(Result(case["id"], case["title"], "fail", lines, mistakes, problem, seconds))
     finally:
         session.close()
