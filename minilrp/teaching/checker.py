@@ -19,7 +19,6 @@ reported and replaced for the checks that follow.
 from __future__ import annotations
 
 import secrets
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
