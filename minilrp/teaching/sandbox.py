@@ -141,7 +141,7 @@ def portable(value):
 
 
 # ======================================================================================
-# The child: guards, the student's file, calls
+# The student's side: guards, the student's file, calls; the supervisor and the zygote
 # ======================================================================================
 class Forbidden(ImportError):
     """Raised for what an exercise does not allow (an import, a file, a method)."""
