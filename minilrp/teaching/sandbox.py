@@ -229,21 +229,22 @@ def _load_engine(root, policy):
     imported here. Every kernel the checks use is loaded (float64) before any student's clock
     starts. -> (from_arrays, Network, the package's folder)."""
     import importlib.util
-    spec = importlib.util.find_spec("minilrp")
-    if spec is None and root:  # minilrp run from a source tree (PYTHONPATH, which -I ignores)
-        sys.path.append(root)
+    sys.path.insert(0, root)  # the checker's own copy of minilrp (wherever it is installed) ...
+    try:
         spec = importlib.util.find_spec("minilrp")
-    if spec is None:
-        raise RuntimeError("minilrp is not importable in the checker's child process")
-    pkg = _GuardedPackage("minilrp")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    pkg.__package__ = "minilrp"
-    pkg.__file__ = spec.origin
-    pkg._policy = policy
-    sys.modules["minilrp"] = pkg
-    from minilrp.engine.layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU
-    from minilrp.engine.network import Network
-    from minilrp.models.io import from_arrays
+        if spec is None:
+            raise RuntimeError(f"minilrp is not importable from {root}")
+        pkg = _GuardedPackage("minilrp")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__package__ = "minilrp"
+        pkg.__file__ = spec.origin
+        pkg._policy = policy
+        sys.modules["minilrp"] = pkg
+        from minilrp.engine.layers import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, ReLU
+        from minilrp.engine.network import Network
+        from minilrp.models.io import from_arrays
+    finally:
+        sys.path.remove(root)  # ... and nothing else from the folder it lies in
     rng = np.random.default_rng(0)
     net = Network([Conv2d(1, 2, 3, padding=1), ReLU(), MaxPool2d(2), AvgPool2d(2), Flatten(), Dense(8, 3)],
                   (1, 8, 8)).astype(np.float64)
