@@ -133,6 +133,8 @@ def test_bad_arguments(rng):
         net.relevance(x, Composite("bad", by_index={3: ZBox()}))
     with pytest.raises(MinilrpError, match="bad parameters"):
         get_composite("EpsilonPlus", gamma=3)
+    with pytest.raises(MinilrpError, match=r"first takes a \(layer types, rule\) pair, e.g. first=\(\(Conv2d,\), ZBox\(\)\)"):
+        Composite("bad", first=ZBox())
 
 
 def test_zbox_bounds(rng):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TUTORIALS = REPO / "tutorials"
-MAX_OUTPUT_BYTES = 400_000  # a notebook's outputs beyond this are a sign of a runaway cell
+MAX_OUTPUT_BYTES = 500_000  # outputs beyond this (five readable 100-dpi figures are ~450 KB) mean a runaway cell
 
 
 def build(src: Path, execute=True, timeout=600) -> Path:
@@ -57,9 +57,29 @@ def build(src: Path, execute=True, timeout=600) -> Path:
                              "make the figures smaller or fewer")
     for cell in nb.cells:  # no per-run noise in the committed file
         cell.metadata.pop("execution", None)
+        if cell.get("outputs"):
+            cell.outputs = merge_streams(cell.outputs)
     out = src.with_suffix(".ipynb")
     nbformat.write(nb, out)
     return out
+
+
+def merge_streams(outputs):
+    """Consecutive stream outputs of one name joined, each line reduced to what a terminal shows
+    after its carriage returns (a progress bar's last state), as Jupyter displays them."""
+    import nbformat
+    merged = []
+    for out in outputs:
+        if out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" \
+                and merged[-1].get("name") == out.get("name"):
+            merged[-1]["text"] += out["text"]
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.get("output_type") == "stream":
+            text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+            out["text"] = "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+    return [nbformat.from_dict(o) for o in merged]
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import minilrp
 from minilrp import render
 
-plt.rcParams["figure.dpi"] = 72
+plt.rcParams["figure.dpi"] = 100
 np.set_printoptions(precision=4, suppress=True)
 
 # %% [markdown]
@@ -65,8 +65,8 @@ print(x.shape, x.dtype, "input range:", net.input_low, net.input_high)
 
 fig, axes = plt.subplots(1, 8, figsize=(10, 1.7))
 for ax, img, lab in zip(axes, images[:8], labels[:8]):
-    ax.imshow(img, cmap="gray_r")
-    ax.set_title(classes[lab], fontsize=8)
+    ax.imshow(img, cmap="gray_r")          # garments dark on white, in every tutorial
+    ax.set_title(classes[lab], fontsize=9)
     ax.axis("off")
 plt.show()
 
@@ -105,15 +105,21 @@ for i, layer in enumerate(net.layers):
 # %%
 conv_out = net.layers[1].a[0]      # (32, 28, 28): output of the first conv = input of the ReLU
 relu_out = net.layers[2].a[0]      # after the ReLU
-fig, axes = plt.subplots(2, 8, figsize=(10, 2.8))
+m = np.abs(conv_out[:8]).max()     # one symmetric scale for the row: one colour bar reads all
+fig, axes = plt.subplots(2, 8, figsize=(11, 3.2), layout="constrained")
 for c in range(8):
-    m = np.abs(conv_out[c]).max()
-    axes[0, c].imshow(conv_out[c], cmap="bwr", vmin=-m, vmax=m)
-    axes[1, c].imshow(relu_out[c], cmap="magma_r", vmin=0)
-    axes[0, c].set_title(f"channel {c}", fontsize=8)
+    top = axes[0, c].imshow(conv_out[c], cmap="bwr", vmin=-m, vmax=m)
+    bottom = axes[1, c].imshow(relu_out[c], cmap="magma_r", vmin=0, vmax=m)
+    axes[0, c].set_title(f"channel {c}", fontsize=9)
     for ax in axes[:, c]:
-        ax.axis("off")
-fig.suptitle("top: the conv's output (signed, red > 0 > blue); bottom: after the ReLU", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+axes[0, 0].set_ylabel("conv output", fontsize=9)
+axes[1, 0].set_ylabel("after ReLU", fontsize=9)
+fig.colorbar(top, ax=axes[0, :].tolist(), shrink=0.9)
+fig.colorbar(bottom, ax=axes[1, :].tolist(), shrink=0.9)
+fig.suptitle("image 0, the first 8 channels of the first conv (red > 0 > blue), then after the ReLU (dark = high)",
+             fontsize=9)
 plt.show()
 
 # %% [markdown]

@@ -31,9 +31,10 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 import minilrp
-from minilrp import render, sensitivity
+from minilrp import sensitivity
+from minilrp.pictures.heatmaps import heatmap_grid
 
-plt.rcParams["figure.dpi"] = 72
+plt.rcParams["figure.dpi"] = 100
 np.set_printoptions(precision=4, suppress=True)
 
 net = minilrp.load_model("fmnist-cnn")
@@ -105,23 +106,17 @@ for (r, c) in pixels:
 # ## 3. SA heatmaps
 #
 # `sensitivity.sa` squares the gradient and sums over channels (one channel here). Unsigned
-# maps are drawn with a sequential colormap from zero (pale = 0, dark = the image's maximum),
-# never `jet`.
+# maps are drawn with a sequential colormap from zero (pale = 0, dark = high), signed ones with
+# a diverging map centred on zero (red > 0 > blue), never `jet`. Each map is divided by its
+# 99.5th percentile of |value| and clipped beyond, so that a few extreme pixels do not wash out
+# the rest and one colour bar per row reads the same on every image (the figure's title says so).
 
 # %%
 S = sensitivity.sa(net, x)
 gxi = sensitivity.gradient_x_input(net, x)
-fig, axes = plt.subplots(3, 6, figsize=(9, 5))
-for i in range(6):
-    axes[0, i].imshow(render.image_rgb(x[i:i + 1], net.input_low, net.input_high)[0])
-    axes[0, i].set_title(classes[t[i]], fontsize=8)
-    axes[1, i].imshow(render.unsigned_rgb(S[i:i + 1])[0])
-    axes[2, i].imshow(render.signed_rgb(gxi[i:i + 1])[0])
-for ax, name in zip(axes[:, 0], ["image", "SA", "gradient x input"]):
-    ax.set_ylabel(name, fontsize=8)
-for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
+titles = [classes[k] for k in t]
+heatmap_grid(x, {"SA": S, "gradient x input": gxi}, titles=titles, low=net.input_low, high=net.input_high,
+             fig=plt.figure())
 plt.show()
 
 # %% [markdown]
@@ -159,15 +154,8 @@ print("rank correlation of SA with SA under 2% noise, per image:", np.mean(corr_
 
 # %%
 SG2 = sensitivity.smoothgrad(net, x, n_samples=16, noise=0.1, squared=True).sum(axis=1)
-fig, axes = plt.subplots(2, 6, figsize=(9, 3.4))
-for i in range(6):
-    axes[0, i].imshow(render.unsigned_rgb(S[i:i + 1])[0])
-    axes[1, i].imshow(render.unsigned_rgb(SG2[i:i + 1])[0])
-axes[0, 0].set_ylabel("SA", fontsize=8)
-axes[1, 0].set_ylabel("SmoothGrad$^2$", fontsize=8)
-for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
+heatmap_grid(x, {"SA": S, "SmoothGrad$^2$": SG2}, titles=titles, low=net.input_low, high=net.input_high,
+             fig=plt.figure())
 plt.show()
 
 # %%

@@ -31,12 +31,13 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 import minilrp
-from minilrp import render, sensitivity
+from minilrp import sensitivity
+from minilrp.pictures.heatmaps import heatmap_grid
 from minilrp import PRESETS, Composite
 from minilrp import Conv2d, Dense
 from minilrp import AlphaBeta, Epsilon, Gamma, Proportional, ZBox, ZPlus
 
-plt.rcParams["figure.dpi"] = 72
+plt.rcParams["figure.dpi"] = 100
 np.set_printoptions(precision=4, suppress=True)
 
 net = minilrp.load_model("fmnist-cnn", dtype=np.float64)   # float64: sums to many digits
@@ -45,20 +46,10 @@ x = net.preprocess(images[:4])
 probs, pred = net.predict(x)
 
 
-def show(rows, titles, row_names, signed=True):
-    """Rows of heatmaps (each (N, C, H, W) or (N, H, W)) under the input images."""
-    n = len(titles)
-    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(1.15 * n + 0.5, 1.15 * (len(rows) + 1)))
-    pics = [render.image_rgb(x[:n], net.input_low, net.input_high)]
-    pics += [render.signed_rgb(r[:n]) if signed else render.unsigned_rgb(r[:n]) for r in rows]
-    for r, (pic, name) in enumerate(zip(pics, ["image"] + row_names)):
-        for i in range(n):
-            axes[r, i].imshow(pic[i])
-            axes[r, i].set_xticks([])
-            axes[r, i].set_yticks([])
-        axes[r, 0].set_ylabel(name, fontsize=8)
-    for i, t in enumerate(titles):
-        axes[0, i].set_title(t, fontsize=8)
+def show(maps, overlay=False):
+    """Heatmaps ({name: (N, C, H, W)}) under the input images, one colour bar per row."""
+    heatmap_grid(x, maps, titles=titles, low=net.input_low, high=net.input_high, overlay=overlay,
+                 fig=plt.figure())
     plt.show()
 
 
@@ -117,15 +108,25 @@ print("fast == reference:", np.abs(R_fast - R_ref).max() / np.abs(R_ref).max())
 # ## 2. The rules
 #
 # **LRP-0** ($\varepsilon = 0$) redistributes exactly in proportion to $a_j w_{jk}$. Through a
-# whole ReLU network without biases it equals gradient x input, and like it, it is noisy.
+# whole ReLU network it equals gradient x input, biases or not: with the bias in the
+# denominator, each layer hands on $R_j = a_j \partial f / \partial a_j$ (Montavon et al. 2019),
+# as long as no denominator is exactly 0 and max pools send relevance where
+# the gradient goes. So, like gradient x input, it is noisy. Checked on the bundled CNN, which
+# has biases:
+
+# %%
+eps_maps = [net.relevance(x, Composite("eps", default=Epsilon(e))) for e in (0.0, 0.1, 1.0)]
+gxi = sensitivity.gradient_x_input(net, x)
+print("largest |LRP-0 - gradient x input|:", np.abs(eps_maps[0] - gxi).max(),
+      " (relevance at the pixels is of order", np.abs(gxi).max().round(2), ")")
+
+# %% [markdown]
 # **LRP-epsilon** adds $\varepsilon$ to each denominator: weak, contradictory contributions
 # ($z_k \approx 0$) absorb relevance instead of amplifying noise. The larger $\varepsilon$, the
 # sparser the map:
 
 # %%
-eps_maps = [net.relevance(x, Composite("eps", default=Epsilon(e))) for e in (0.0, 0.1, 1.0)]
-gxi = sensitivity.gradient_x_input(net, x)
-show([gxi] + eps_maps, titles, ["grad x input", "LRP-0", "eps 0.1", "eps 1"])
+show({"grad x input": gxi, "LRP-0": eps_maps[0], "eps 0.1": eps_maps[1], "eps 1": eps_maps[2]})
 
 # %% [markdown]
 # **LRP-gamma** favours positive contributions: $\rho(w) = w + \gamma w^+$ (for inputs after a
@@ -147,7 +148,8 @@ except minilrp.MinilrpError as e:
 
 # %% [markdown]
 # Applied to every conv and dense layer, the rules look like this (same images, signed maps:
-# red = evidence for the class, blue = against, white = 0, each image scaled symmetrically):
+# red = evidence for the class, blue = against, white = 0, each image scaled symmetrically by
+# its own 99.5th percentile of |R|):
 
 # %%
 rule_maps = {
@@ -156,7 +158,7 @@ rule_maps = {
     "z+": net.relevance(x, Composite("zp", default=ZPlus())),
     "eps + z^B first": net.relevance(x, Composite("box", default=Epsilon(0.25), first=((Conv2d,), ZBox()))),
 }
-show(list(rule_maps.values()), titles, list(rule_maps))
+show(rule_maps)
 
 # %% [markdown]
 # Some numbers behind the pictures: how much of the relevance is negative, and how much lands
@@ -217,7 +219,13 @@ print("logits:    ", logits[rows, pred])
 # %%
 print(", ".join(PRESETS))
 names = ["EpsilonGammaBox", "EpsilonPlus", "EpsilonAlpha2Beta1Flat", "Montavon"]
-show([net.relevance(x, n) for n in names], titles, names)
+presets = {n: net.relevance(x, n) for n in names}
+show(presets, overlay=True)
+
+# %% [markdown]
+# Here the maps are drawn over the images (the colour's opacity grows with |R|, so the garment
+# shows through where the relevance is small): it is easier to see *which part* of the garment
+# each preset credits.
 
 # %% [markdown]
 # Max pooling is not linear, so it needs its own choice. By default its relevance follows the
@@ -228,7 +236,7 @@ show([net.relevance(x, n) for n in names], titles, names)
 wta = net.relevance(x, "EpsilonGammaBox")
 prop = net.relevance(x, Composite("prop", default=Epsilon(1e-6), by_type={Conv2d: Gamma(0.25)},
                                   first=((Conv2d,), ZBox()), maxpool=Proportional()))
-show([wta, prop, prop - wta], titles, ["winner-take-all", "proportional", "difference"])
+show({"winner-take-all": wta, "proportional": prop, "difference": prop - wta})
 print("both conserve the same total:", np.allclose(wta.sum(axis=(1, 2, 3)), prop.sum(axis=(1, 2, 3)), rtol=0.05))
 
 # %% [markdown]

@@ -36,9 +36,11 @@ import matplotlib.pyplot as plt
 
 import minilrp
 from minilrp import perturbation as P
-from minilrp import plots, render, sensitivity
+from minilrp import plots, sensitivity
+from minilrp.pictures.heatmaps import robust_scale
+from minilrp.progress import Progress
 
-plt.rcParams["figure.dpi"] = 72
+plt.rcParams["figure.dpi"] = 100
 np.set_printoptions(precision=3, suppress=True)
 
 net = minilrp.load_model("fmnist-cnn")
@@ -72,16 +74,18 @@ print("LRP MoRF order of image 0 starts with regions", morf[0, :8])
 
 # %%
 steps = [0, 3, 8, 15]
-fig, axes = plt.subplots(2, len(steps) + 1, figsize=(8.5, 3.6))
-axes[0, 0].imshow(render.signed_rgb(heat["LRP"][:1])[0])
-axes[0, 0].set_title("LRP", fontsize=8)
+fig, axes = plt.subplots(2, len(steps) + 1, figsize=(10, 4.4), layout="constrained")
+lrp0 = heat["LRP"][0].sum(axis=0)
+im = axes[0, 0].imshow(np.clip(lrp0 / robust_scale(lrp0[None])[0], -1, 1), cmap="bwr", vmin=-1, vmax=1)
+axes[0, 0].set_title("LRP (EpsilonGammaBox)", fontsize=9)
+fig.colorbar(im, ax=axes[0, 0], shrink=0.8, ticks=[-1, 0, 1], label="R / 99.5th pct of |R|")
 axes[1, 0].axis("off")
 for row, (name, order) in enumerate([("MoRF", morf), ("LeRF", lerf)]):
     for j, k in enumerate(steps):
         xk = P.perturb(net, x[:1], regions, order[:1], k, "uniform")
         f = net.forward(xk)[0, target[0]]
         axes[row, j + 1].imshow(xk[0, 0], cmap="gray_r", vmin=0, vmax=1)
-        axes[row, j + 1].set_title(f"{name} k={k}: f={f:.1f}", fontsize=8)
+        axes[row, j + 1].set_title(f"{name} k={k}: f={f:.1f}", fontsize=9)
 for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
@@ -97,12 +101,16 @@ plt.show()
 # %%
 def curves_for(perturbation):
     out = {}
+    bar = Progress(4, unit="orderings")
     for name, ordering in [("LRP", "morf"), ("LRP", "lerf"), ("SA", "morf")]:
         order = P.order_regions(scores[name], ordering)
         out[f"{name} {ordering.upper()}"] = P.perturbation_curves(net, x, regions, order, perturbation,
                                                                    target=target)
+        bar.advance(1, label=f"{perturbation}: {name} {ordering}")
     out["random"] = P.perturbation_curves(net, x, regions, P.random_order(N, regions.n_regions), perturbation,
                                           target=target)
+    bar.advance(1, label=f"{perturbation}: random")
+    bar.close()
     return out
 
 
@@ -111,7 +119,7 @@ for name, c in uniform.items():
     s = P.summarize(P.aopc(c))
     print(f"AOPC {name:9s} {s['mean']:6.2f} +- {s['se']:.2f} (standard error over {s['n']} images)")
 
-fig = plt.figure(figsize=(6.4, 3.6))
+fig = plt.figure(figsize=(6.4, 3.8), layout="constrained")
 plots.plot_curves(uniform, title="uniform noise", ax=fig.add_subplot())
 plt.show()
 
@@ -122,7 +130,7 @@ plt.show()
 
 # %%
 background = curves_for("constant:background")
-fig = plt.figure(figsize=(6.4, 3.6))
+fig = plt.figure(figsize=(6.4, 3.8), layout="constrained")
 plots.plot_curves(background, title="constant fill = background", ax=fig.add_subplot())
 plt.show()
 
@@ -135,16 +143,8 @@ plt.show()
 
 # %%
 dmap = P.disagreement(scores["SA"], scores["LRP"], regions)      # (N, 28, 28) in [-1, 1]
-fig, axes = plt.subplots(2, 6, figsize=(9, 3.4))
-for i in range(6):
-    axes[0, i].imshow(x[i, 0], cmap="gray_r")
-    axes[0, i].set_title(classes[target[i]], fontsize=8)
-    im = axes[1, i].imshow(dmap[i], cmap="RdBu_r", vmin=-1, vmax=1)
-for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
-axes[1, 0].set_ylabel("SA rank - LRP rank", fontsize=8)
-fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8)
+fig = plt.figure()
+plots.plot_disagreement(x[:6], dmap[:6], titles=[classes[k] for k in target[:6]], fig=fig)
 plt.show()
 
 # %% [markdown]
@@ -160,16 +160,20 @@ plt.show()
 # each to random *image by image* (the same noise draws), relative to the random curve:
 
 # %%
-def combined_for(perturbation):
+def combined_for(perturbation, bar):
     out = {}
     for ordering in P.COMBINED:
         order = P.combined_order(scores["SA"], scores["LRP"], ordering)
         out[ordering] = P.perturbation_curves(net, x, regions, order, perturbation, target=target)
+        bar.advance(1, label=f"{perturbation}: {ordering}")
     return out
 
 
-combined = {"uniform": combined_for("uniform"), "constant:background": combined_for("constant:background")}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+# 8 sets of curves (a few seconds each on two cores): a progress bar says where we are
+bar = Progress(2 * len(P.COMBINED), unit="sets of curves")
+combined = {p: combined_for(p, bar) for p in ("uniform", "constant:background")}
+bar.close()
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
 for ax, (pname, base) in zip(axes, [("uniform", uniform), ("constant:background", background)]):
     series = {"random": base["random"], **combined[pname]}
     plots.plot_curves(series, relative="random", title=pname, ax=ax)

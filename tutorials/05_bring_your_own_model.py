@@ -33,9 +33,10 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 import minilrp
-from minilrp import render, sensitivity
+from minilrp import sensitivity
+from minilrp.pictures.heatmaps import heatmap_grid
 
-plt.rcParams["figure.dpi"] = 72
+plt.rcParams["figure.dpi"] = 100
 np.set_printoptions(precision=4, suppress=True)
 
 try:
@@ -176,21 +177,11 @@ else:
 # %%
 x = mine.preprocess(images[800:806])
 probs, pred = mine.predict(x)
-S = sensitivity.sa(mine, x)
-maps = {"SA": render.unsigned_rgb(S)}
+maps = {"SA": sensitivity.sa(mine, x)}
 for name in ("EpsilonGammaBox", "Montavon"):
-    maps[name] = render.signed_rgb(mine.relevance(x, name))
-fig, axes = plt.subplots(len(maps) + 1, 6, figsize=(9, 1.6 * (len(maps) + 1)))
-for i in range(6):
-    axes[0, i].imshow(images[800 + i], cmap="gray_r")
-    axes[0, i].set_title(f"{classes[pred[i]]} ({probs[i, pred[i]]:.2f})", fontsize=8)
-    for r, rgb in enumerate(maps.values()):
-        axes[r + 1, i].imshow(rgb[i])
-for r, name in enumerate(["image"] + list(maps)):
-    axes[r, 0].set_ylabel(name, fontsize=8)
-for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
+    maps[name] = mine.relevance(x, name)
+heatmap_grid(x, maps, titles=[f"{classes[p]} ({probs[i, p]:.2f})" for i, p in enumerate(pred)],
+             low=mine.input_low, high=mine.input_high, fig=plt.figure())
 plt.show()
 print("ledger of the last call (Montavon), image 0:")
 print(mine.ledger.table(0))

@@ -20,13 +20,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
 from . import perturbation as P
 from ..errors import MinilrpError
+from ..progress import Progress
 from ..explain import sensitivity
 from ..pictures import plots
 
@@ -34,34 +34,6 @@ DEFAULT_COMPOSITES = ("EpsilonGammaBox", "EpsilonPlusFlat", "EpsilonAlpha2Beta1"
 DEFAULT_PERTURBATIONS = ("uniform", "constant:background")
 COMBOS = ("sa_not_lrp", "lrp_negative", "counter_evidence", "consensus_irrelevant")
 Z95 = 1.959964
-
-
-class Progress:
-    """A plain stderr progress bar (no dependency): ``[#####-----]  45%  12345/27000 images  3.2 s``."""
-
-    def __init__(self, total, enabled=True, width=30, stream=None):
-        self.total, self.done, self.width = max(1, int(total)), 0, width
-        self.enabled, self.stream = enabled, stream or sys.stderr
-        self.start = self.last = time.perf_counter()
-        self.label = ""
-
-    def advance(self, n, label=None):
-        self.done += n
-        if label is not None:
-            self.label = label
-        now = time.perf_counter()
-        if self.enabled and (now - self.last > 0.2 or self.done >= self.total):
-            self.last = now
-            frac = min(1.0, self.done / self.total)
-            bar = "#" * int(frac * self.width) + "-" * (self.width - int(frac * self.width))
-            self.stream.write(f"\r[{bar}] {100 * frac:5.1f}%  {self.done}/{self.total} images  "
-                              f"{now - self.start:6.1f} s  {self.label:40.40s}")
-            self.stream.flush()
-
-    def close(self):
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def _slug(text):

@@ -35,6 +35,9 @@ class Composite:
         self.default = Epsilon() if default is None else default
         pool = Epsilon(self.default.epsilon) if isinstance(self.default, (Gamma, AlphaBeta)) else self.default
         self.by_type = {AvgPool2d: pool, **dict(by_type or {})}
+        if first is not None and not (isinstance(first, tuple) and len(first) == 2):
+            raise MinilrpError(f"composite {name!r}: first takes a (layer types, rule) pair, e.g. "
+                               f"first=((Conv2d,), ZBox()), got {first!r}")
         self.first = first
         self.by_index = dict(by_index or {})
         self.maxpool = WinnerTakeAll() if maxpool is None else maxpool

@@ -46,10 +46,11 @@ def plot_curves(curves: dict, relative=None, band="se", title=None, ylabel=None,
     return fig
 
 
-def plot_disagreement(images, dmap, titles=None):
-    """Images (n, C, H, W) or (n, H, W) above their SA-minus-LRP rank disagreement maps
-    (n, H, W) in [-1, 1] (:func:`disagreement`), on a diverging colormap centred on 0 with
-    symmetric limits (red: SA ranks higher, blue: LRP ranks higher). -> Figure."""
+def plot_disagreement(images, dmap, titles=None, fig=None):
+    """Images (n, C, H, W) or (n, H, W) (dark on white) above their SA-minus-LRP rank
+    disagreement maps (n, H, W) in [-1, 1] (:func:`disagreement`), on a diverging colormap
+    centred on 0 with symmetric limits and a colour bar (red: SA ranks higher, blue: LRP ranks
+    higher). fig: an empty figure to draw into (e.g. ``plt.figure()`` in a notebook). -> Figure."""
     from matplotlib.figure import Figure
     img = np.asarray(images, dtype=np.float64)
     d = np.asarray(dmap, dtype=np.float64)
@@ -57,16 +58,22 @@ def plot_disagreement(images, dmap, titles=None):
     if img.ndim != 3 or d.shape != img.shape:
         raise MinilrpError(f"images {np.shape(images)} and disagreement maps {d.shape} do not match")
     n = len(img)
-    fig = Figure(figsize=(1.6 * n + 0.8, 3.4), layout="constrained")
+    size = (1.6 * n + 1.2, 3.9)
+    if fig is None:
+        fig = Figure(figsize=size, layout="constrained")
+    else:
+        fig.set_size_inches(size)
+        fig.set_layout_engine("constrained")
     axes = fig.subplots(2, n, squeeze=False)
     for i in range(n):
-        axes[0, i].imshow(img[i], cmap="gray")
+        axes[0, i].imshow(img[i], cmap="gray_r")
         im = axes[1, i].imshow(d[i], cmap="RdBu_r", vmin=-1, vmax=1)
         if titles is not None:
-            axes[0, i].set_title(str(titles[i]), fontsize=7)
+            axes[0, i].set_title(str(titles[i]), fontsize=9)
         for a in axes[:, i]:
             a.set_xticks([])
             a.set_yticks([])
-    axes[1, 0].set_ylabel("SA rank - LRP rank", fontsize=7)
-    fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8)
+    axes[0, 0].set_ylabel("image", fontsize=9)
+    axes[1, 0].set_ylabel("SA rank - LRP rank", fontsize=9)
+    fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8, ticks=[-1, 0, 1])
     return fig

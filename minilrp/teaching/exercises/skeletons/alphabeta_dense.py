@@ -4,6 +4,10 @@ Implement ``alphabeta_dense`` below, then check it:
 
     python -m minilrp.check alphabeta_dense this_file.py
 
+The checker runs your file in a separate process, on small inputs worked by hand and on
+fresh random ones (the seed is printed; --seed reproduces them), with a time limit per
+call. minilrp itself cannot be imported there: write it with NumPy.
+
 Background (Bach et al. 2015; Montavon et al. 2019). LRP-alpha-beta treats the positive and
 the negative contributions to each output separately. With a+ = max(a, 0), a- = min(a, 0),
 w+ = max(w, 0), w- = min(w, 0), b+ = max(b, 0), b- = min(b, 0):

@@ -4,6 +4,10 @@ Implement ``region_scores`` and ``aopc`` below, then check them:
 
     python -m minilrp.check aopc this_file.py
 
+The checker runs your file in a separate process, on small inputs worked by hand and on
+fresh random ones (the seed is printed; --seed reproduces them), with a time limit per
+call. minilrp itself cannot be imported there: write it with NumPy.
+
 Background (Samek et al. 2017, "Evaluating the visualization of what a deep neural network
 has learned"). A heatmap is evaluated by distorting image regions in the order it ranks them
 and watching the class score f. The image is cut into a grid of s x s regions; a region's

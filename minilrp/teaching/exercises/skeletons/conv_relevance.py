@@ -4,6 +4,10 @@ Implement ``conv2d_transpose`` and ``epsilon_conv2d`` below, then check them:
 
     python -m minilrp.check conv_relevance this_file.py
 
+The checker runs your file in a separate process, on small inputs worked by hand and on
+fresh random ones (the seed is printed; --seed reproduces them), with a time limit per
+call. minilrp itself cannot be imported there: write it with NumPy.
+
 Background. A convolution is a linear layer whose weight matrix is sparse and shared; every
 LRP rule needs that matrix *transposed* (step 3 of the rule pattern), i.e. the transposed
 convolution, which is also the input gradient of the convolution. ``conv2d`` below (given)

@@ -4,6 +4,10 @@ Implement ``epsilon_dense`` below, then check it:
 
     python -m minilrp.check epsilon_dense this_file.py
 
+The checker runs your file in a separate process, on small inputs worked by hand and on
+fresh random ones (the seed is printed; --seed reproduces them), with a time limit per
+call. minilrp itself cannot be imported there: write it with NumPy.
+
 Background (Bach et al. 2015; Montavon et al. 2019, "Layer-wise relevance propagation: an
 overview"). A Dense layer computes z_k = sum_j a_j w_kj + b_k. LRP-epsilon hands the relevance
 R_k of each output back to the inputs in proportion to their contributions a_j w_kj:

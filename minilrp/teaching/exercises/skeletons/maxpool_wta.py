@@ -4,6 +4,10 @@ Implement ``maxpool_wta`` below, then check it:
 
     python -m minilrp.check maxpool_wta this_file.py
 
+The checker runs your file in a separate process, on small inputs worked by hand and on
+fresh random ones (the seed is printed; --seed reproduces them), with a time limit per
+call. minilrp itself cannot be imported there: write it with NumPy.
+
 Background. A max-pooling layer passes on the maximum of every K x K window. LRP usually sends
 each window's relevance back to the input that won the maximum ("winner-take-all"; it follows
 the gradient), which conserves relevance exactly.

@@ -4,14 +4,18 @@ Implement ``sa`` below, then check it:
 
     python -m minilrp.check sa this_file.py
 
+The checker runs your file in a separate process, on small inputs worked by hand and on
+fresh random networks and images (the seed is printed; --seed reproduces them), with a time
+limit per call. There, only minilrp's engine is available (net.forward, net.backward, the
+layers): net.gradient, type(net).gradient, net.relevance and minilrp.sensitivity are blocked.
+
 Background (Simonyan et al. 2014; Samek et al. 2017). Sensitivity analysis asks which pixels
 would change the class score most if they changed: it maps the squared gradient of the target
 class's logit f_t with respect to the input, summed over the colour channels:
 
     SA[n, y, x] = sum_c ( d f_t(x_n) / d x_n[c, y, x] )^2
 
-Compute the gradient with the network's own forward and backward passes (not with
-net.gradient or minilrp.sensitivity: the checker blocks those):
+Compute the gradient with the network's own forward and backward passes:
 
     logits = net.forward(x)          # (N, K); every layer caches its input
     g = net.backward(weights)        # (N, C, H, W): the gradient of sum(weights * logits)

@@ -4,6 +4,10 @@ Implement ``zbox_dense`` below, then check it:
 
     python -m minilrp.check zbox this_file.py
 
+The checker runs your file in a separate process, on small inputs worked by hand and on
+fresh random ones (the seed is printed; --seed reproduces them), with a time limit per
+call. minilrp itself cannot be imported there: write it with NumPy.
+
 Background (Montavon et al. 2017, "Explaining nonlinear classification decisions with deep
 Taylor decomposition"). The first layer sees pixels, which can be negative (after
 normalisation) and are bounded: low <= x <= high. The z^B rule takes the bounds into account,
