@@ -19,16 +19,15 @@ import numpy as np
 
 from .errors import MinilrpError
 from .evaluate import perturbation as P
-from .evaluate.perturbation_study import Progress
 from .explain import sensitivity
 from .explain.composites import PRESETS, get_composite
 from .models.data import available_models, load_model, load_samples
+from .models.imagesets import IMAGE_SUFFIXES, load_image_file
 from .pictures import plots, render, report
 
 DEFAULT_COMPOSITES = "EpsilonGammaBox,EpsilonPlusFlat,EpsilonAlpha2Beta1"
 RULES = {"lrp0": "LRP-0", "epsilon": "Epsilon", "gamma": "Gamma", "alphabeta": "AlphaBeta",
          "zplus": "ZPlus", "wsquare": "WSquare"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def parse(argv=None):
@@ -105,28 +104,6 @@ def parse_indices(spec, n):
             raise MinilrpError(f"--images {spec!r}: indices must lie in 0..{n - 1}")
         idx.extend(range(a, b + 1))
     return idx
-
-
-def load_image_file(path, net):
-    """A picture file -> raw [0, 1] pixels (C, H, W) for the model, and a note of what was done."""
-    from PIL import Image, UnidentifiedImageError
-    C, H, W = net.input_shape
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            im = im.convert("L" if C == 1 else "RGB")
-            im = im.resize((W, H), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float64) / 255
-    except FileNotFoundError:
-        raise MinilrpError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise MinilrpError(f"cannot read {path} as an image ({e})") from None
-    a = a[None] if C == 1 else a.transpose(2, 0, 1)
-    note = f"{Path(path).name}: {size[0]}x{size[1]} {'to grey' if C == 1 else 'RGB'}, resized to {W}x{H}"
-    if C == 1 and a.mean() > 0.5:  # Fashion-MNIST: light garments on a black background
-        a = 1 - a
-        note += ", inverted (light background; the model expects light objects on black)"
-    return a, note
 
 
 def resolve_target(spec, net):
@@ -266,13 +243,15 @@ def evaluate(net, x, composites, args):
     orders[(first, "LeRF")] = P.order_regions(lrp_scores[first], "lerf", args.seed)
     orders[("SA+" + first, "sa_not_lrp")] = P.combined_order(sa_scores, lrp_scores[first], "sa_not_lrp", args.seed)
     orders[("random", "random")] = P.random_order(len(x), regions.n_regions, args.seed)
-    bar = Progress(len(orders) * len(x) * steps)
+    from tqdm import tqdm
+    bar = tqdm(total=len(orders) * len(x) * steps, unit="img", desc="region perturbation")
     curves = {}
     for key, order in orders.items():
         seen = [0]
 
         def progress(done, total, seen=seen, label=" ".join(key)):
-            bar.advance(done - seen[0], label)
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(done - seen[0])
             seen[0] = done
         curves[key] = P.perturbation_curves(net, x, regions, order, args.perturbation, steps=steps,
                                             seed=args.seed, progress=progress)

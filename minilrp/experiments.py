@@ -33,8 +33,15 @@ def parse(argv=None):
     e = sub.add_parser("perturbation", help="region perturbation: MoRF/LeRF/combined orderings, AOPC",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--model", default="fmnist-cnn", help="bundled model name or .npz path (default fmnist-cnn)")
-    e.add_argument("--n-images", type=int, default=None,
-                   help="number of test images (default 500; --quick: 24)")
+    e.add_argument("--images", default="bundled", metavar="SOURCE",
+                   help="image set: bundled (the 1000 bundled test images), fashion-mnist[:train] "
+                        "(the Debian package dataset-fashion-mnist), a folder of pictures, an .npy "
+                        "file (N, H, W) / (N, C, H, W) or an IDX *-idx3-ubyte[.gz] file (default bundled)")
+    e.add_argument("--labels", default=None, metavar="FILE.npy",
+                   help="labels (N ints) for an .npy image file (the other sources carry their own)")
+    e.add_argument("--n-images", default=None, metavar="N|all",
+                   help="the first N images of the set, or all (default: 500 of the bundled "
+                        "images, all of any other set; --quick: 24)")
     e.add_argument("--region-size", type=int, default=None,
                    help="side of the square regions in pixels (default 4 on 28x28, 9 on large images)")
     e.add_argument("--perturbation", action="append", default=None,
@@ -51,7 +58,29 @@ def parse(argv=None):
     e.add_argument("--score", choices=("logit", "probability"), default="logit",
                    help="class score tracked (default: the target logit)")
     e.add_argument("--batch-size", type=int, default=P.DEFAULT_BATCH,
-                   help=f"perturbed images per forward call (default {P.DEFAULT_BATCH})")
+                   help=f"perturbed images per forward call: bounds the memory (default {P.DEFAULT_BATCH})")
+    e.add_argument("--maxpool-ties", choices=("split", "first"), default="split",
+                   help="max-pool ties in every LRP preset: split evenly (default) or all to the "
+                        "first maximum (as Zennit and PyTorch)")
+    e.add_argument("--tie-key", default="random", metavar="random|index|FILE.npy",
+                   help="how exact ties between region scores are broken: a seeded random "
+                        "permutation per image (default), the region index, or a key per image "
+                        "and region from an (N, R) .npy file (the ascending key first)")
+    e.add_argument("--combined", choices=("minilrp", "study", "both"), default="both",
+                   help="SA+LRP combined orderings: minilrp's (a)-(d), the seed study's (a') and "
+                        "(b), or both (default)")
+    e.add_argument("--block-size", type=int, default=50,
+                   help="images explained and scored together (default 50): results depend on "
+                        "it, never on the shards or workers")
+    e.add_argument("--shard-size", type=int, default=500,
+                   help="images per shard, a multiple of --block-size: the unit of work and of "
+                        "the files in OUT/shards/ (default 500)")
+    e.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out (same options), computing only "
+                        "the shards it lacks")
+    e.add_argument("--scheduler", default=None, metavar="local:N|tcp://HOST:PORT",
+                   help="run the shards on Dask (pip install 'minilrp[dask]'): a local cluster "
+                        "of N worker processes, or a running scheduler (default: this process)")
     e.add_argument("--out", default="results/perturbation", help="output folder (default results/perturbation)")
     e.add_argument("--quick", action="store_true",
                    help="a small, fast run for tests: 24 images, two composites, 1 oracle draw")
@@ -74,7 +103,8 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report)
-    print(f"\nwritten to {args.out}/: results.md, results.csv, curves.npz, figures", file=sys.stderr)
+    print(f"\nwritten to {args.out}/: results.md, results.csv, per_image.csv, curves.npz, "
+          "shards/, figures", file=sys.stderr)
     return 0
 
 
