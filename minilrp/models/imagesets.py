@@ -20,8 +20,8 @@ Sources (``open_images(spec, net)``):
 - a path to an ``.npy`` file: (N, H, W) or (N, C, H, W), uint8 in [0, 255] or floats in [0, 1];
   labels from ``labels=`` (an ``.npy`` of N ints);
 - a folder of picture files (PNG, JPEG, ...; searched recursively, in sorted path order),
-  converted as the demo converts them (to the model's channels and size; grey images with a
-  light background are inverted to Fashion-MNIST's light-on-black); labels when every file
+  converted as the demo converts them (to the model's channels and size; grey images whose
+  border is mostly light are inverted to Fashion-MNIST's light-on-black); labels when every file
   sits in a sub-folder named after one of the model's classes.
 
 Every source is checked when opened (shapes against the model, every picture file's header),
@@ -58,7 +58,10 @@ def load_image_file(path, net):
         raise MinilrpError(f"cannot read {path} as an image ({e})") from None
     a = a[None] if C == 1 else a.transpose(2, 0, 1)
     note = f"{Path(path).name}: {size[0]}x{size[1]} {'to grey' if C == 1 else 'RGB'}, resized to {W}x{H}"
-    if C == 1 and a.mean() > 0.5:  # Fashion-MNIST: light garments on a black background
+    # Fashion-MNIST: light garments on a black background. Judged by the border (the image's
+    # outermost pixels), not the mean: a bright garment filling a dark frame is not inverted.
+    border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
+    if C == 1 and np.median(border) > 0.5:
         a = 1 - a
         note += ", inverted (light background; the model expects light objects on black)"
     return a, note
