@@ -244,18 +244,18 @@ def evaluate(net, x, composites, args):
     orders[("SA+" + first, "sa_not_lrp")] = P.combined_order(sa_scores, lrp_scores[first], "sa_not_lrp", args.seed)
     orders[("random", "random")] = P.random_order(len(x), regions.n_regions, args.seed)
     from tqdm import tqdm
-    bar = tqdm(total=len(orders) * len(x) * steps, unit="img", desc="region perturbation")
+    pert = P.get_perturbation(args.perturbation)  # a bad name fails before the bar is drawn
     curves = {}
-    for key, order in orders.items():
-        seen = [0]
+    with tqdm(total=len(orders) * len(x) * steps, unit="img", desc="region perturbation") as bar:
+        for key, order in orders.items():
+            seen = [0]
 
-        def progress(done, total, seen=seen, label=" ".join(key)):
-            bar.set_postfix_str(label, refresh=False)
-            bar.update(done - seen[0])
-            seen[0] = done
-        curves[key] = P.perturbation_curves(net, x, regions, order, args.perturbation, steps=steps,
-                                            seed=args.seed, progress=progress)
-    bar.close()
+            def progress(done, total, seen=seen, label=" ".join(key)):
+                bar.set_postfix_str(label, refresh=False)
+                bar.update(done - seen[0])
+                seen[0] = done
+            curves[key] = P.perturbation_curves(net, x, regions, order, pert, steps=steps,
+                                                seed=args.seed, progress=progress)
     table = []
     for (method, ordering), c in curves.items():
         s = P.summarize(P.aopc(c))

@@ -85,11 +85,17 @@ def _run_shard(plugin_name, start, stop):
     return compute_shard(plugin.net, plugin.job, start, stop)
 
 
+def _peak_rss_mib():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
 def run_shards(client, job, ranges, on_result):
     """Compute every (start, stop) shard of ``ranges`` on the cluster; on_result(start, stop,
     arrays) in the driver as each finishes (in completion order). A shard that fails stops the
     run (the others are cancelled) and its error is raised here; finished shards were handed to
-    on_result already."""
+    on_result already. Returns {worker address: peak resident memory in MiB} (of the workers
+    alive at the end)."""
     from distributed import as_completed
     name = f"minilrp-job-{uuid.uuid4().hex}"
     client.register_plugin(_plugin_class()(job, name), name=name)
@@ -100,6 +106,7 @@ def run_shards(client, job, ranges, on_result):
             a, b = futures[fut]
             on_result(a, b, fut.result())
             fut.release()
+        return client.run(_peak_rss_mib)
     finally:
         client.cancel(list(futures))
         try:

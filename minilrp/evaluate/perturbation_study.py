@@ -21,6 +21,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -173,6 +174,7 @@ def run_perturbation(args, command):
     done = shards.done_shards(out)
     todo = [r for r in ranges if r not in done]
     from tqdm import tqdm
+    worker_peaks = None
     bar = tqdm(total=N, initial=N - sum(b - a for a, b in todo), unit="img", disable=args.no_progress,
                desc=f"{len(todo)} of {len(ranges)} shards to do", smoothing=0.1)
 
@@ -185,7 +187,7 @@ def run_perturbation(args, command):
                 bar.update(b - a)
             client = cluster.connect(args.scheduler)
             try:
-                cluster.run_shards(client, job, todo, finished)
+                worker_peaks = cluster.run_shards(client, job, todo, finished)
             finally:
                 cluster.close(client)
         else:
@@ -193,10 +195,13 @@ def run_perturbation(args, command):
                 shards.write_shard(out, a, b, shards.compute_shard(net, job, a, b, progress=bar.update))
     finally:
         bar.close()
-    return finish(out, job, run, net, time.perf_counter() - t_start)
+    if worker_peaks:
+        print("peak memory per worker: " + ", ".join(f"{v:.0f} MiB" for v in worker_peaks.values()),
+              file=sys.stderr)
+    return finish(out, job, run, net, time.perf_counter() - t_start, worker_peaks)
 
 
-def finish(out, job, run, net, wall):
+def finish(out, job, run, net, wall, worker_peaks=None):
     """The shard files -> curves.npz, orders.npz, per_image.csv, settings.json; then the report."""
     N = run["n_images"]
     data = shards.read_shards(out, shards.done_shards(out), N)
@@ -217,7 +222,8 @@ def finish(out, job, run, net, wall):
                               if labelled.all() else None),
                     image_shape=list(net.input_shape), n_regions=R, steps=R,
                     n_shards=len(shards.done_shards(out)), elapsed=float(data["seconds"].sum()),
-                    wall_time_last_invocation=wall, n_distorted=n_distorted)
+                    wall_time_last_invocation=wall, n_distorted=n_distorted,
+                    worker_peak_rss_mib=list(worker_peaks.values()) if worker_peaks else None)
     with open(os.path.join(out, "settings.json"), "w") as f:
         json.dump(settings, f, indent=1)
     return write_report(out, net)
