@@ -44,6 +44,9 @@ def parse(argv=None):
                         "images, all of any other set; --quick: 24)")
     e.add_argument("--region-size", type=int, default=None,
                    help="side of the square regions in pixels (default 4 on 28x28, 9 on large images)")
+    e.add_argument("--steps", type=int, default=None,
+                   help="perturbation steps per curve (default: every region; Samek et al. used 100 "
+                        "of ImageNet's 9x9 regions)")
     e.add_argument("--perturbation", action="append", default=None,
                    help="fill of distorted regions, repeatable: uniform, constant[:zero|min|mean|"
                         "background|<v>], blur[:sigma], road[:noise] (default: uniform and "

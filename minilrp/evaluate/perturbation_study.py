@@ -127,20 +127,23 @@ def plan(args):
     if N > len(images):
         raise MinilrpError(f"--n-images {N}: {images.description} has only {len(images)}")
     regions = P.grid(net.input_shape, args.region_size)
+    if args.steps is not None and not 1 <= args.steps <= regions.n_regions:
+        raise MinilrpError(f"--steps must lie in 1..{regions.n_regions} (the number of regions), got {args.steps}")
     # fills that depend on the data (background, mean) are fixed once, on the first images
     # (at most CALIBRATION), so that every shard uses the same values
     x_cal = net.preprocess(images.read(0, min(N, CALIBRATION)))
     perts = [p.resolve(net, x_cal) for p in perts]
     background = P.Constant("background").resolve(net, x_cal).fill_value
     job = Job(model=args.model, images=images, composites=list(composites), perturbations=perts,
-              region_size=regions.size, seed=args.seed, n_draws=args.n_draws,
+              region_size=regions.size, steps=args.steps, seed=args.seed, n_draws=args.n_draws,
               oracle_draws=oracle_draws, score=args.score, batch_size=args.batch_size,
               block_size=args.block_size, maxpool_ties=args.maxpool_ties,
               combined=_combined(args.combined), tie_key=tie_key, background=background)
     model_file = args.model if args.model.endswith(".npz") or os.path.sep in args.model else model_path(args.model)
     run = dict(model=args.model, model_sha256=_file_hash(model_file), images=args.images,
                labels=args.labels, images_fingerprint=images.fingerprint(), n_images=N,
-               region_size=regions.size, perturbations=[p.name for p in perts],
+               region_size=regions.size, steps=args.steps or regions.n_regions,
+               perturbations=[p.name for p in perts],
                composites=list(composites), seed=args.seed, n_draws=args.n_draws,
                oracle_draws=oracle_draws, score=args.score, batch_size=args.batch_size,
                block_size=args.block_size, shard_size=args.shard_size,
@@ -212,15 +215,15 @@ def finish(out, job, run, net, wall, worker_peaks=None):
                         **{"|".join(k): v for k, v in orders.items()})
     write_per_image(os.path.join(out, "per_image.csv"), data, curves)
     labelled = data["label"] >= 0
-    R = data["blank"].shape[1]
+    R, L = data["blank"].shape[1], run["steps"]
     n_orders = sum(len(k) == 2 for k in orders) + (2 if job.oracle_draws else 0)  # scored per fill
-    n_distorted = sum(N * R * (job.n_draws if p.stochastic else 1) * n_orders
+    n_distorted = sum(N * L * (job.n_draws if p.stochastic else 1) * n_orders
                       + (N * R * (job.oracle_draws if p.stochastic else 1) if job.oracle_draws else 0)
                       for p in job.perturbations)
     settings = dict(run, images_description=f"images 0..{N - 1} of {job.images.description}",
                     accuracy=(float((data["predicted"] == data["label"])[labelled].mean())
                               if labelled.all() else None),
-                    image_shape=list(net.input_shape), n_regions=R, steps=R,
+                    image_shape=list(net.input_shape), n_regions=R,
                     n_shards=len(shards.done_shards(out)), elapsed=float(data["seconds"].sum()),
                     wall_time_last_invocation=wall, n_distorted=n_distorted,
                     worker_peak_rss_mib=list(worker_peaks.values()) if worker_peaks else None)

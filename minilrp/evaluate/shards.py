@@ -51,6 +51,7 @@ class Job:
     composites: list
     perturbations: list
     region_size: int
+    steps: object = None  # None: every region
     seed: int = 0
     n_draws: int = 1
     oracle_draws: int = 4
@@ -135,7 +136,7 @@ def compute_block(net, job, start, stop):
                 out[f"orders|{pert.name}|Oracle|{o}"] = run_orders[("Oracle", o)].astype(np.int32)
         for key, order in run_orders.items():
             out["curves|" + "|".join((pert.name,) + key)] = P.perturbation_curves(
-                net, x, regions, order, pert, n_draws=job.n_draws, **kw)
+                net, x, regions, order, pert, n_draws=job.n_draws, steps=job.steps, **kw)
         if "lrp_negative" in job.combined:
             for c in job.composites:  # (b): alias of LRP's LeRF
                 out[f"curves|{pert.name}|SA + LRP {c}|lrp_negative"] = out[f"curves|{pert.name}|LRP {c}|LeRF"]
