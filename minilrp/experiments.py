@@ -14,6 +14,12 @@ curve) and figures into ``--out``, and says per perturbation whether the two see
 
 A finding "holds" when the 95% interval of the paired per-image difference lies above 0, "fails"
 when it lies below 0, and is "inconclusive" otherwise. Nothing is tuned towards a verdict.
+
+Any image set (--images: the bundled sample, fashion-mnist, a folder of pictures, an .npy or
+IDX file). The images are processed in shards (--shard-size) whose results are written to
+OUT/shards/ as they finish, so a killed run continues with --resume; with --scheduler the
+shards run on Dask (local:N worker processes, or tcp://HOST:PORT), bit-identical to a run in
+one process. OUT/per_image.csv has every image's AOPC per method (pandas.read_csv).
 """
 from __future__ import annotations
 

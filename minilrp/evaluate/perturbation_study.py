@@ -14,6 +14,13 @@ curve) and figures into ``--out``, and says per perturbation whether the two see
 
 A finding "holds" when the 95% interval of the paired per-image difference lies above 0, "fails"
 when it lies below 0, and is "inconclusive" otherwise. Nothing is tuned towards a verdict.
+
+A run: :func:`plan` checks every option, the model, the image set and the output folder, and
+fixes what the whole run shares (the data-dependent fills, resolved on the first images); the
+shards are computed (shards.py) in this process or on Dask (cluster.py) and written as they
+finish; :func:`finish` gathers them into curves.npz, orders.npz and per_image.csv, and the
+report is written from those files (``--report-only`` redoes it). ``run.json`` records what
+defines the results: ``--resume`` refuses a folder whose run had other settings.
 """
 from __future__ import annotations
 
