@@ -166,3 +166,40 @@ def test_memory_is_bounded_by_the_shard_not_the_images(tmp_path):
         peak[n] = int(r.stdout.strip().splitlines()[-1])
     print(f"peak RSS: 40 images {peak[40] / 1024:.0f} MiB, 160 images {peak[160] / 1024:.0f} MiB")
     assert peak[160] < 1.2 * peak[40]
+
+
+def test_a_bad_image_mid_run_stops_it_naming_the_image_and_keeps_the_shards_done(tmp_path, monkeypatch, capsys):
+    """A bad image is found before any work when it is among those read up front (the first
+    CALIBRATION images, the fingerprint's sample); else when its shard reads it: then the run
+    stops with an error naming it, and the shards done before stay for --resume."""
+    import minilrp
+    from minilrp.evaluate import perturbation_study
+    raw = minilrp.load_samples()[0][:40] / 255.0
+    raw[9, 0, 0] = 7.0
+    np.save(tmp_path / "x.npy", raw)
+    out = tmp_path / "run"
+    argv = OPTS + ["--images", str(tmp_path / "x.npy"), "--block-size", "2", "--shard-size", "4",
+                   "--out", str(out)]
+    assert main(argv) == 2  # read while fixing the fills: before any shard
+    assert "image 9 has values outside [0, 1]" in capsys.readouterr().err
+    assert not (out / "shards").exists()
+    monkeypatch.setattr(perturbation_study, "CALIBRATION", 4)  # read later, by its shard
+    assert main(argv) == 2
+    assert "image 9 has values outside [0, 1]" in capsys.readouterr().err
+    assert sorted(os.listdir(out / "shards")) == ["000000000-000000004.npz", "000000004-000000008.npz"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--shard-size", "5", "--block-size", "2"], "must be a positive multiple of --block-size"),
+    (["--scheduler", "local:0"], "local:N needs a number of workers"),
+    (["--scheduler", "dask://x"], "give local:N"),
+    (["--images", "/nonexistent/folder"], "not found"),
+    (["--n-images", "5000"], "has only 1000"),
+    (["--steps", "17"], "--steps must lie in 1..16"),
+    (["--tie-key", "/nonexistent.npy"], "--tie-key"),
+    (["--resume"], "no run to resume"),
+])
+def test_bad_options_are_refused_before_any_work(tmp_path, extra, message, capsys):
+    assert main(OPTS + ["--out", str(tmp_path / "o"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o" / "shards").exists()
