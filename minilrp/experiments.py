@@ -75,9 +75,9 @@ def parse(argv=None):
                    help="how exact ties between region scores are broken: a seeded random "
                         "permutation per image (default), the region index, or a key per image "
                         "and region from an (N, R) .npy file (the ascending key first)")
-    e.add_argument("--combined", choices=("minilrp", "study", "both"), default="both",
+    e.add_argument("--combined", choices=("minilrp", "study", "both", "none"), default="both",
                    help="SA+LRP combined orderings: minilrp's (a)-(d), the seed study's (a') and "
-                        "(b), or both (default)")
+                        "(b), both (default), or none (Samek et al.'s methods alone)")
     e.add_argument("--block-size", type=int, default=50,
                    help="images explained and scored together (default 50): results depend on "
                         "it, never on the shards or workers")
@@ -111,6 +111,10 @@ def main(argv=None):
     except MinilrpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the shards finished so far are in {args.out}/shards; the same command "
+              "with --resume continues the run", file=sys.stderr)
+        return 130
     print(report)
     print(f"\nwritten to {args.out}/: results.md, results.csv, per_image.csv, curves.npz, "
           "shards/, figures", file=sys.stderr)

@@ -37,6 +37,11 @@ def same_results(a, b):
     assert (a / "results.csv").read_text() == (b / "results.csv").read_text()
     assert (a / "per_image.csv").read_text() == (b / "per_image.csv").read_text()
 
+    def md(run):  # the report, but for the command and the computing time
+        return [line for line in (run / "results.md").read_text().splitlines()
+                if not line.startswith("Command:") and "scored in" not in line]
+    assert md(a) == md(b)
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
@@ -88,6 +93,7 @@ def test_killed_run_resumes_to_the_same_tables(reference, tmp_path):
     run(out, "--block-size", "2", "--shard-size", "2", "--resume")
     assert all(os.stat(shards / f).st_mtime_ns == t for f, t in before.items())  # not recomputed
     same_results(reference[2], out)
+    assert "--resume" not in (out / "results.md").read_text().splitlines()[2]  # the first command
 
 
 def test_a_plain_run_imports_nothing_of_dask(tmp_path):

@@ -60,7 +60,7 @@ def verdict(low, high):
 
 
 def _combined(which):
-    return {"minilrp": list(COMBOS), "study": list(P.STUDY_COMBINED),
+    return {"none": [], "minilrp": list(COMBOS), "study": list(P.STUDY_COMBINED),
             "both": list(COMBOS) + [c for c in P.STUDY_COMBINED if c not in COMBOS]}[which]
 
 
@@ -166,7 +166,8 @@ def _check_resume(out, run):
     if diff:
         raise MinilrpError(f"--resume: {out} holds a run with other settings ("
                            + "; ".join(f"{k}: {old.get(k)!r} there, {run[k]!r} now" for k in diff)
-                           + f"). Resume it with its own command: {old.get('command')}")
+                           + f"). Resume it with its own command: {old.get('command')} --resume")
+    return old
 
 
 def run_perturbation(args, command):
@@ -175,8 +176,8 @@ def run_perturbation(args, command):
     job, run, net = plan(args)
     out, N = args.out, run["n_images"]
     run["command"] = command
-    if args.resume:
-        _check_resume(out, run)
+    if args.resume:  # the report names the command that started the run
+        run["command"] = _check_resume(out, run)["command"]
     else:
         with open(os.path.join(out, "run.json"), "w") as f:
             json.dump(run, f, indent=1)
@@ -405,7 +406,7 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
              "Zennit and PyTorch). Exact ties between region scores broken by "
              + {None: "a seeded random permutation per image", "index": "the region index"}.get(
                  s.get("tie_key"), f"the user's key {s.get('tie_key')}") + ". Combined orderings that ran: "
-             + "; ".join(f"`{c}` = {P.COMBINED[c]}" for c in combos) + ".", "",
+             + ("; ".join(f"`{c}` = {P.COMBINED[c]}" for c in combos) or "none") + ".", "",
              "AOPC = 1/(L+1) sum_k (f(x_0) - f(x_k)) averaged over images ± standard error. "
              "`rand - AOPC`: paired difference from the random ordering (positive = the score stays "
              "higher than under random) with its 95% interval. `oracle`: share of the oracle's "
