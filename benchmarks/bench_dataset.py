@@ -119,7 +119,7 @@ def cluster_run(n, check=None):
     class Plugin(ModelPlugin, WorkerPlugin):
         pass
     raw = images(n)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       env=WORKER_ENV) as cluster, Client(cluster) as client:
         client.register_plugin(Plugin(), name="bench-model")
         client.gather([client.submit(shard_task, raw[:BLOCK], 0, pure=False) for _ in range(2)])

@@ -111,7 +111,7 @@ def cluster():
     distributed = pytest.importorskip("distributed")
     from minilrp.evaluate.cluster import WORKER_ENV
     c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                 dashboard_address=None, env=WORKER_ENV)
+                                 dashboard_address=":0", env=WORKER_ENV)
     yield c
     c.close()
 
@@ -131,7 +131,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_doubled(refe
     distributed = pytest.importorskip("distributed")
     from minilrp.evaluate.cluster import WORKER_ENV
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, env=WORKER_ENV) as c, \
+                                  dashboard_address=":0", env=WORKER_ENV) as c, \
             distributed.Client(c) as client:
         client.wait_for_workers(2)
         pids = list(client.run(os.getpid).values())

@@ -44,7 +44,7 @@ def connect(spec):
         raise MinilrpError("--scheduler needs Dask: pip install 'minilrp[dask]'") from None
     if spec.startswith("local:"):
         cluster = LocalCluster(n_workers=int(spec[len("local:"):]), threads_per_worker=1,
-                               processes=True, dashboard_address=None, env=WORKER_ENV)
+                               processes=True, dashboard_address=":0", env=WORKER_ENV)
         client = Client(cluster)
         client.minilrp_cluster = cluster  # closed with the client (see close)
         return client
