@@ -4,6 +4,8 @@ LRP EpsilonPlusFlat heatmaps) in images per second, measured in one run:
   today      one perturbation_curves call over all images (the API as it was), default threads
   blocks     the runner's way: blocks of 50 images aligned to the image index, in one process,
              with the default threads and with 1 thread (MINILRP_NUM_THREADS=1, OpenBLAS 1)
+  2 plain    two 1-thread processes side by side, each on half the images (no Dask): the
+             same cores and load as the cluster, so the cluster's overhead is cluster / this
   cluster    a Dask LocalCluster of 2 worker processes (1 thread each, as --scheduler local:2
              starts them), shards of 250 images as tasks, the model loaded once per worker by a
              worker plugin, curves returned to the driver; per worker = total / 2
@@ -13,7 +15,7 @@ resident memory of each worker (getrusage in the worker) for 1,000 and for 10,00
 Debian package's test set, or the bundled 1,000 tiled when it is not installed), each on a fresh
 cluster.
 
-    .venv/bin/python benchmarks/bench_dataset.py [rounds]     # default 2 rounds, interleaved
+    .venv/bin/python benchmarks/bench_dataset.py [rounds] [--no-memory]   # default 2 rounds, interleaved
 
 On these 2-core machines a cluster of 2 one-thread workers uses the same cores as one process
 with 2 threads: compare the per-worker figure with the 1-thread process (the overhead of
@@ -67,19 +69,35 @@ def today(net, raw):
     return P.perturbation_curves(net, x, regions, order, "constant:0")
 
 
-def in_process(kind):
-    """Run in a fresh process (threads are fixed at import): prints seconds (JSON)."""
+def in_process(kind, part=None):
+    """Run in a fresh process (threads are fixed at import): prints seconds (JSON). part "k/2":
+    the k-th half of the images only (two such processes side by side = two plain workers)."""
     import minilrp
     net = minilrp.load_model("fmnist-cnn")
     raw = images(N)
+    if part:
+        k = int(part.split("/")[0])
+        raw = raw[k * N // 2:(k + 1) * N // 2]
     fn = today if kind == "today" else morf_blocks
     fn(net, raw[:100]) if kind == "today" else fn(net, raw[:100], 0)  # warm-up (numba, pages)
     t = time.perf_counter()
     curves = fn(net, raw) if kind == "today" else fn(net, raw, 0)
     seconds = time.perf_counter() - t
-    if kind == "blocks":
+    if kind == "blocks" and not part:
         np.save("/tmp/bench_dataset_blocks.npy", curves)
     print(json.dumps({"seconds": seconds}))
+
+
+def pair():
+    """Two plain 1-thread processes side by side, each on half the images: the same cores and
+    the same load as the 2-worker cluster, without Dask. -> seconds until both are done."""
+    t = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", "blocks", f"{k}/2"],
+                              stdout=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD}) for k in (0, 1)]
+    for p in procs:
+        if p.wait():
+            raise SystemExit("a plain worker process failed")
+    return time.perf_counter() - t  # includes their start-up and warm-up (about 5 s each)
 
 
 def child(kind, env=None):
@@ -136,21 +154,25 @@ def cluster_run(n, check=None):
 
 
 def main(rounds=2):
-    times = {k: [] for k in ("today", "blocks", "blocks 1 thread", "cluster 2 workers")}
+    times = {k: [] for k in ("today", "blocks", "blocks 1 thread", "2 plain processes", "cluster 2 workers")}
     for _ in range(rounds):
         times["today"].append(child("today"))
         times["blocks"].append(child("blocks"))
         times["blocks 1 thread"].append(child("blocks", ONE_THREAD))
         ref = np.load("/tmp/bench_dataset_blocks.npy")
         times["cluster 2 workers"].append(cluster_run(N, check=ref)[0])
+        times["2 plain processes"].append(pair())
     rate = {k: N / statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k:20s} {rate[k]:7.1f} images/s  (median of {', '.join(f'{t:.1f}' for t in v)} s for {N} images)")
     per_worker = rate["cluster 2 workers"] / 2
     print(f"per worker: {per_worker:.1f} images/s = {per_worker / rate['blocks 1 thread']:.2f} x the 1-thread "
-          f"process, {per_worker / rate['blocks']:.2f} x the default-threads process")
+          f"process, {per_worker / rate['blocks']:.2f} x the default-threads process, "
+          f"{rate['cluster 2 workers'] / rate['2 plain processes']:.2f} x a plain process of 2 side by side")
     print(f"blocks / today (single process, default threads): {rate['blocks'] / rate['today']:.2f}")
     print(f"cluster total / default-threads process: {rate['cluster 2 workers'] / rate['blocks']:.2f}")
+    if "--no-memory" in sys.argv:
+        return
     small = cluster_run(1000)[1]
     large = cluster_run(10000)[1]
     print(f"peak RSS per worker: 1,000 images {', '.join(f'{p:.0f}' for p in small)} MiB; "
@@ -159,6 +181,6 @@ def main(rounds=2):
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        in_process(sys.argv[2])
+        in_process(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     else:
-        main(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
+        main(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 2)
