@@ -19,17 +19,15 @@ import numpy as np
 
 from .errors import MinilrpError
 from .evaluate import perturbation as P
-from .evaluate.perturbation_study import Progress
 from .explain import sensitivity
 from .explain.composites import PRESETS, get_composite
 from .models.data import available_models, load_model, load_samples
-from .models.images import load_image
+from .models.images import IMAGE_SUFFIXES, load_image
 from .pictures import plots, render, report
 
 DEFAULT_COMPOSITES = "EpsilonGammaBox,EpsilonPlusFlat,EpsilonAlpha2Beta1"
 RULES = {"lrp0": "LRP-0", "epsilon": "Epsilon", "gamma": "Gamma", "alphabeta": "AlphaBeta",
          "zplus": "ZPlus", "wsquare": "WSquare"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def parse(argv=None):
@@ -245,17 +243,19 @@ def evaluate(net, x, composites, args):
     orders[(first, "LeRF")] = P.order_regions(lrp_scores[first], "lerf", args.seed)
     orders[("SA+" + first, "sa_not_lrp")] = P.combined_order(sa_scores, lrp_scores[first], "sa_not_lrp", args.seed)
     orders[("random", "random")] = P.random_order(len(x), regions.n_regions, args.seed)
-    bar = Progress(len(orders) * len(x) * steps)
+    from tqdm import tqdm
+    pert = P.get_perturbation(args.perturbation)  # a bad name fails before the bar is drawn
     curves = {}
-    for key, order in orders.items():
-        seen = [0]
+    with tqdm(total=len(orders) * len(x) * steps, unit="img", desc="region perturbation") as bar:
+        for key, order in orders.items():
+            seen = [0]
 
-        def progress(done, total, seen=seen, label=" ".join(key)):
-            bar.advance(done - seen[0], label)
-            seen[0] = done
-        curves[key] = P.perturbation_curves(net, x, regions, order, args.perturbation, steps=steps,
-                                            seed=args.seed, progress=progress)
-    bar.close()
+            def progress(done, total, seen=seen, label=" ".join(key)):
+                bar.set_postfix_str(label, refresh=False)
+                bar.update(done - seen[0])
+                seen[0] = done
+            curves[key] = P.perturbation_curves(net, x, regions, order, pert, steps=steps,
+                                                seed=args.seed, progress=progress)
     table = []
     for (method, ordering), c in curves.items():
         s = P.summarize(P.aopc(c))

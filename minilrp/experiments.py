@@ -14,6 +14,12 @@ curve) and figures into ``--out``, and says per perturbation whether the two see
 
 A finding "holds" when the 95% interval of the paired per-image difference lies above 0, "fails"
 when it lies below 0, and is "inconclusive" otherwise. Nothing is tuned towards a verdict.
+
+Any image set (--images: the bundled sample, fashion-mnist, a folder of pictures, an .npy or
+IDX file). The images are processed in shards (--shard-size) whose results are written to
+OUT/shards/ as they finish, so a killed run continues with --resume; with --scheduler the
+shards run on Dask (local:N worker processes, or tcp://HOST:PORT), bit-identical to a run in
+one process. OUT/per_image.csv has every image's AOPC per method (pandas.read_csv).
 """
 from __future__ import annotations
 
@@ -33,10 +39,20 @@ def parse(argv=None):
     e = sub.add_parser("perturbation", help="region perturbation: MoRF/LeRF/combined orderings, AOPC",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--model", default="fmnist-cnn", help="bundled model name or .npz path (default fmnist-cnn)")
-    e.add_argument("--n-images", type=int, default=None,
-                   help="number of test images (default 500; --quick: 24)")
+    e.add_argument("--images", default="bundled", metavar="SOURCE",
+                   help="image set: bundled (the 1000 bundled test images), fashion-mnist[:train] "
+                        "(the Debian package dataset-fashion-mnist), a folder of pictures, an .npy "
+                        "file (N, H, W) / (N, C, H, W) or an IDX *-idx3-ubyte[.gz] file (default bundled)")
+    e.add_argument("--labels", default=None, metavar="FILE.npy",
+                   help="labels (N ints) for an .npy image file (the other sources carry their own)")
+    e.add_argument("--n-images", default=None, metavar="N|all",
+                   help="the first N images of the set, or all (default: 500 of the bundled "
+                        "images, all of any other set; --quick: 24)")
     e.add_argument("--region-size", type=int, default=None,
                    help="side of the square regions in pixels (default 4 on 28x28, 9 on large images)")
+    e.add_argument("--steps", type=int, default=None,
+                   help="perturbation steps per curve (default: every region; Samek et al. used 100 "
+                        "of ImageNet's 9x9 regions)")
     e.add_argument("--perturbation", action="append", default=None,
                    help="fill of distorted regions, repeatable: uniform, constant[:zero|min|mean|"
                         "background|<v>], blur[:sigma], road[:noise] (default: uniform and "
@@ -51,7 +67,29 @@ def parse(argv=None):
     e.add_argument("--score", choices=("logit", "probability"), default="logit",
                    help="class score tracked (default: the target logit)")
     e.add_argument("--batch-size", type=int, default=P.DEFAULT_BATCH,
-                   help=f"perturbed images per forward call (default {P.DEFAULT_BATCH})")
+                   help=f"perturbed images per forward call: bounds the memory (default {P.DEFAULT_BATCH})")
+    e.add_argument("--maxpool-ties", choices=("split", "first"), default="split",
+                   help="max-pool ties in every LRP preset: split evenly (default) or all to the "
+                        "first maximum (as Zennit and PyTorch)")
+    e.add_argument("--tie-key", default="random", metavar="random|index|FILE.npy",
+                   help="how exact ties between region scores are broken: a seeded random "
+                        "permutation per image (default), the region index, or a key per image "
+                        "and region from an (N, R) .npy file (the ascending key first)")
+    e.add_argument("--combined", choices=("minilrp", "study", "both", "none"), default="both",
+                   help="SA+LRP combined orderings: minilrp's (a)-(d), the seed study's (a') and "
+                        "(b), both (default), or none (Samek et al.'s methods alone)")
+    e.add_argument("--block-size", type=int, default=50,
+                   help="images explained and scored together (default 50): results depend on "
+                        "it, never on the shards or workers")
+    e.add_argument("--shard-size", type=int, default=500,
+                   help="images per shard, a multiple of --block-size: the unit of work and of "
+                        "the files in OUT/shards/ (default 500)")
+    e.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out (same options), computing only "
+                        "the shards it lacks")
+    e.add_argument("--scheduler", default=None, metavar="local:N|tcp://HOST:PORT",
+                   help="run the shards on Dask (pip install 'minilrp[dask]'): a local cluster "
+                        "of N worker processes, or a running scheduler (default: this process)")
     e.add_argument("--out", default="results/perturbation", help="output folder (default results/perturbation)")
     e.add_argument("--quick", action="store_true",
                    help="a small, fast run for tests: 24 images, two composites, 1 oracle draw")
@@ -73,8 +111,13 @@ def main(argv=None):
     except MinilrpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the shards finished so far are in {args.out}/shards; the same command "
+              "with --resume continues the run", file=sys.stderr)
+        return 130
     print(report)
-    print(f"\nwritten to {args.out}/: results.md, results.csv, curves.npz, figures", file=sys.stderr)
+    print(f"\nwritten to {args.out}/: results.md, results.csv, per_image.csv, curves.npz, "
+          "shards/, figures", file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,6 @@ report in a real browser (headless Chromium; skipped where none is installed).""
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

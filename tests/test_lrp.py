@@ -8,7 +8,6 @@ import minilrp
 from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, MinilrpError, Network, ReLU
 from minilrp import PRESETS, Composite, get_composite
 from minilrp import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
-from test_network import small_net
 
 
 def relu_net(rng, bias=True):

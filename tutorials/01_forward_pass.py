@@ -34,7 +34,6 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 import minilrp
-from minilrp import render
 
 plt.rcParams["figure.dpi"] = 100
 np.set_printoptions(precision=4, suppress=True)

@@ -34,7 +34,7 @@ import minilrp
 from minilrp import sensitivity
 from minilrp.pictures.heatmaps import heatmap_grid
 from minilrp import PRESETS, Composite
-from minilrp import Conv2d, Dense
+from minilrp import Conv2d
 from minilrp import AlphaBeta, Epsilon, Gamma, Proportional, ZBox, ZPlus
 
 plt.rcParams["figure.dpi"] = 100

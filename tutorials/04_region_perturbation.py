@@ -38,7 +38,7 @@ import minilrp
 from minilrp import perturbation as P
 from minilrp import plots, sensitivity
 from minilrp.pictures.heatmaps import robust_scale
-from minilrp.progress import Progress
+from tqdm.auto import tqdm
 
 plt.rcParams["figure.dpi"] = 100
 np.set_printoptions(precision=3, suppress=True)
@@ -101,15 +101,15 @@ plt.show()
 # %%
 def curves_for(perturbation):
     out = {}
-    bar = Progress(4, unit="orderings")
+    bar = tqdm(total=4, unit="ordering", desc=perturbation)
     for name, ordering in [("LRP", "morf"), ("LRP", "lerf"), ("SA", "morf")]:
         order = P.order_regions(scores[name], ordering)
         out[f"{name} {ordering.upper()}"] = P.perturbation_curves(net, x, regions, order, perturbation,
                                                                    target=target)
-        bar.advance(1, label=f"{perturbation}: {name} {ordering}")
+        bar.update(1)
     out["random"] = P.perturbation_curves(net, x, regions, P.random_order(N, regions.n_regions), perturbation,
                                           target=target)
-    bar.advance(1, label=f"{perturbation}: random")
+    bar.update(1)
     bar.close()
     return out
 
@@ -165,12 +165,13 @@ def combined_for(perturbation, bar):
     for ordering in P.COMBINED:
         order = P.combined_order(scores["SA"], scores["LRP"], ordering)
         out[ordering] = P.perturbation_curves(net, x, regions, order, perturbation, target=target)
-        bar.advance(1, label=f"{perturbation}: {ordering}")
+        bar.set_postfix_str(f"{perturbation}: {ordering}")
+        bar.update(1)
     return out
 
 
 # 8 sets of curves (a few seconds each on two cores): a progress bar says where we are
-bar = Progress(2 * len(P.COMBINED), unit="sets of curves")
+bar = tqdm(total=2 * len(P.COMBINED), unit="set", desc="combined orderings")
 combined = {p: combined_for(p, bar) for p in ("uniform", "constant:background")}
 bar.close()
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")

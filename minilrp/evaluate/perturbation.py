@@ -18,7 +18,9 @@ of them are scored in memory-bounded batches, never one forward call per step (a
 no pixel, e.g. a background-coloured fill on a blank region, reuses the previous score).
 :func:`oracle_scores` measures each region's effect alone: ordered, the best curve a heatmap could
 reach under the same fill, to first order. Everything random is seeded per image (a stream keyed
-by ``(seed, purpose, image index, draw)``), so results do not depend on the batch size, and every
+by ``(seed, purpose, image index, draw)``, the index being the image's place in its data set:
+pass ``index=`` when processing a data set in parts), so results do not depend on how the images
+are split into calls, and every
 method is scored on the *same* noise draws of an image (common random numbers: differences between
 methods are not drowned in noise differences).
 
@@ -244,24 +246,64 @@ COMBINED = {
     "lrp_negative": "(b) most negative LRP first",
     "counter_evidence": "(c) negative LRP ordered by (-LRP) x SA",
     "consensus_irrelevant": "(d) both SA and LRP rank the region low",
+    "sa_minus_lrp": "(a') the seed study's SA-sensitive but not LRP-relevant first: r_SA - r_LRP",
 }
+MINILRP_COMBINED = ("sa_not_lrp", "lrp_negative", "counter_evidence", "consensus_irrelevant")
+# The seed study's own definitions, as minilrp reads its words: its "(b) most negative LRP
+# first" is minilrp's (b); its "SA-sensitive but not LRP-relevant first" is (a'), the
+# disagreement map SA rank minus LRP rank, largest first (no cut at LRP's top half).
+STUDY_COMBINED = ("sa_minus_lrp", "lrp_negative")
 
 
-def _ties(N, R, seed):
-    """A seeded random permutation per image: breaks exact ties (many LRP regions on a blank
-    background are exactly 0) without the spatial bias of the region index; the same for every
-    method, so it never favours one."""
-    return np.stack([_rng(seed, _TIES, n).permutation(R) for n in range(N)])
+def _index(index, N):
+    """The images' indices in their data set, (N,) int64: what every random draw of an image is
+    keyed by (None = 0..N-1, the position in this call). Pass the global indices when a data set
+    is processed in parts (shards, blocks): then each image gets the same draws whatever part
+    it is in."""
+    if index is None:
+        return np.arange(N, dtype=np.int64)
+    i = np.asarray(index)
+    if i.dtype.kind not in "iu" or i.shape != (N,):
+        raise MinilrpError(f"index must be an int array of shape ({N},), got {i.dtype} {i.shape}")
+    if N and i.min() < 0:
+        raise MinilrpError("index entries must be >= 0")
+    return i.astype(np.int64)
 
 
-def _lexorder(*keys, seed):
+def _ties(index, R, seed, ties=None):
+    """The tie-breaking key (N, R) of every region: ascending key first among equal scores.
+
+    ties=None: a seeded random permutation per image (stream (seed, image index)): breaks
+    exact ties (many LRP regions on a blank background are exactly 0) without the spatial bias
+    of the region index; the same for every method, so it never favours one.
+    ties="index": the region index (the first region in row-major order first), what a stable
+    argsort does (e.g. to reproduce a tool that sorts that way).
+    ties=array (N, R): a key supplied by the user (e.g. the one another tool's run used)."""
+    N = len(index)
+    if ties is None:
+        return np.stack([_rng(seed, _TIES, n).permutation(R) for n in index]) if N else np.zeros((0, R), np.int64)
+    if isinstance(ties, str):
+        if ties != "index":
+            raise MinilrpError(f"ties must be None (seeded random), 'index' or an (N, R) key array, got {ties!r}")
+        return np.broadcast_to(np.arange(R), (N, R))
+    key = np.asarray(ties)
+    if key.dtype.kind not in "fiu" or key.shape != (N, R):
+        raise MinilrpError(f"a tie-breaking key must be a numeric array of shape ({N}, {R}), got "
+                           f"{key.dtype} {key.shape}")
+    if key.dtype.kind == "f" and not np.all(np.isfinite(key)):
+        raise MinilrpError("the tie-breaking key contains NaN or inf")
+    return key
+
+
+def _lexorder(*keys, seed, index=None, ties=None):
     """Region indices sorted by ``keys`` (primary first, each ascending), ties broken by
-    :func:`_ties`. keys: (N, R) arrays."""
+    :func:`_ties`; then by the region index. keys: (N, R) arrays."""
     N, R = keys[0].shape
-    return np.lexsort((_ties(N, R, seed),) + tuple(reversed(keys)), axis=-1).astype(np.int64)
+    tie = _ties(_index(index, N), R, seed, ties)
+    return np.lexsort((tie,) + tuple(reversed(keys)), axis=-1).astype(np.int64)
 
 
-def order_regions(scores, ordering="morf", seed=0) -> np.ndarray:
+def order_regions(scores, ordering="morf", seed=0, *, index=None, ties=None) -> np.ndarray:
     """Order the regions of every image. scores (N, R) -> order (N, R): region indices, the
     first to be distorted first.
 
@@ -269,15 +311,17 @@ def order_regions(scores, ordering="morf", seed=0) -> np.ndarray:
     "lerf":   least relevant first (lowest, i.e. most negative, score first);
     "random": a seeded random permutation per image (scores give only the shape): the baseline
               any heatmap should beat.
-    Exact ties are broken by a seeded random permutation (see ``_ties``)."""
+    Exact ties are broken by a seeded random permutation, or by the key ``ties`` ("index" or
+    an (N, R) array, see ``_ties``). index: the images' indices in their data set (random
+    draws are keyed by them; default 0..N-1)."""
     s = _scores(scores)
     seed = _check_seed(seed)
     if ordering == "morf":
-        return _lexorder(-s, seed=seed)
+        return _lexorder(-s, seed=seed, index=index, ties=ties)
     if ordering == "lerf":
-        return _lexorder(s, seed=seed)
+        return _lexorder(s, seed=seed, index=index, ties=ties)
     if ordering == "random":
-        return random_order(s.shape[0], s.shape[1], seed)
+        return random_order(s.shape[0], s.shape[1], seed, index=index)
     if ordering in COMBINED:
         raise MinilrpError(f"ordering {ordering!r} combines SA and LRP: use combined_order(sa, lrp, "
                            f"{ordering!r})")
@@ -285,14 +329,19 @@ def order_regions(scores, ordering="morf", seed=0) -> np.ndarray:
                        f"{', '.join(ORDERINGS + tuple(COMBINED))}")
 
 
-def random_order(N, n_regions, seed=0) -> np.ndarray:
+def random_order(N, n_regions, seed=0, *, index=None) -> np.ndarray:
     """(N, R) seeded random permutations, one per image (image n uses the stream
-    (seed, n), so the first images get the same order whatever N is)."""
+    (seed, index[n]), index = 0..N-1 by default, so an image gets the same order whatever N is
+    and whatever part of a data set it is processed in)."""
     seed = _check_seed(seed)
-    return np.stack([_rng(seed, _ORDER, n).permutation(n_regions) for n in range(N)]).astype(np.int64)
+    index = _index(index, N)
+    if N == 0:
+        return np.zeros((0, n_regions), np.int64)
+    return np.stack([_rng(seed, _ORDER, n).permutation(n_regions) for n in index]).astype(np.int64)
 
 
-def combined_order(sa_scores, lrp_scores, ordering, seed=0, top=0.5) -> np.ndarray:
+def combined_order(sa_scores, lrp_scores, ordering, seed=0, top=0.5, *, index=None,
+                   ties=None) -> np.ndarray:
     """Orderings that use SA and LRP together to find *inessential* regions: distorting them
     first should keep the class score up, or raise it. Both maps are rank-normalised per image
     (:func:`rank_normalise`: r = 0 lowest .. 1 highest), so squared gradients and signed relevance
@@ -312,6 +361,11 @@ def combined_order(sa_scores, lrp_scores, ordering, seed=0, top=0.5) -> np.ndarr
     (d) "consensus_irrelevant": ascending max(r_SA, r_LRP) (ties: ascending r_SA + r_LRP), so a
         region comes early only when *both* maps rank it low. Rationale: the most conservative
         choice of unimportant regions; its curve should stay flat, above random.
+    (a') "sa_minus_lrp": the seed study's "SA-sensitive but not LRP-relevant first" read
+        literally: descending r_SA - r_LRP over all regions (the :func:`disagreement` map, red
+        first), with no cut at LRP's top fraction (``top`` is unused).
+
+    index, ties: as in :func:`order_regions`.
     """
     sa, lrp = _scores(sa_scores, "SA region scores"), _scores(lrp_scores, "LRP region scores")
     if sa.shape != lrp.shape:
@@ -320,17 +374,20 @@ def combined_order(sa_scores, lrp_scores, ordering, seed=0, top=0.5) -> np.ndarr
     if not 0 < top < 1:
         raise MinilrpError(f"top must be a fraction in (0, 1), got {top}")
     r_sa, r_lrp = rank_normalise(sa), rank_normalise(lrp)
+    kw = dict(seed=seed, index=index, ties=ties)
     if ordering == "sa_not_lrp":
         in_top = r_lrp > 1 - top
-        return _lexorder(in_top.astype(float), np.where(in_top, r_lrp, -r_sa), seed=seed)
+        return _lexorder(in_top.astype(float), np.where(in_top, r_lrp, -r_sa), **kw)
     if ordering == "lrp_negative":
-        return _lexorder(lrp, seed=seed)
+        return _lexorder(lrp, **kw)
     if ordering == "counter_evidence":
         negative = lrp < 0
         return _lexorder((~negative).astype(float),
-                         np.where(negative, -rank_normalise(-lrp) * r_sa, r_lrp), seed=seed)
+                         np.where(negative, -rank_normalise(-lrp) * r_sa, r_lrp), **kw)
     if ordering == "consensus_irrelevant":
-        return _lexorder(np.maximum(r_sa, r_lrp), r_sa + r_lrp, seed=seed)
+        return _lexorder(np.maximum(r_sa, r_lrp), r_sa + r_lrp, **kw)
+    if ordering == "sa_minus_lrp":
+        return _lexorder(r_lrp - r_sa, **kw)
     raise MinilrpError(f"unknown combined ordering {ordering!r}; combined orderings: "
                        f"{', '.join(COMBINED)}")
 
@@ -363,13 +420,25 @@ class Perturbation:
     stochastic = False  # True when different draws give different fills
     mask_independent = True  # apply() is np.where(mask, fill, x): the fill ignores the mask
 
+    resolved = False
+
     def resolve(self, net, x):
-        """A copy bound to ``net``'s valid input range and the images x (N, C, H, W)."""
+        """A copy bound to ``net``'s valid input range and the images x (N, C, H, W). An already
+        resolved perturbation is returned as it is (after checking it was resolved for the same
+        input range): resolve it once on a fixed set of images, and a data set processed in
+        parts gets the same fill values (the background, the mean) in every part."""
+        C = x.shape[1]
+        low, high = _per_channel(net.input_low, C), _per_channel(net.input_high, C)
+        if self.resolved:
+            if self.low.shape != low.shape or np.any(self.low != low) or np.any(self.high != high):
+                raise MinilrpError(f"perturbation {self.name} was resolved for another network's "
+                                   "input range or channels")
+            return self
         import copy
         bound = copy.copy(self)
-        C = x.shape[1]
-        bound.low, bound.high = _per_channel(net.input_low, C), _per_channel(net.input_high, C)
+        bound.low, bound.high = low, high
         bound._bind(x)
+        bound.resolved = True
         return bound
 
     def _bind(self, x):
@@ -378,6 +447,12 @@ class Perturbation:
     def draw(self, image, rng) -> np.ndarray:
         """The fill (C, H, W) for one image (C, H, W)."""
         raise NotImplementedError
+
+    def fill(self, image, rng, index, draw) -> np.ndarray:
+        """The fill (C, H, W) of draw ``draw`` for the image (C, H, W) with data-set index
+        ``index``; rng is the stream seeded by (seed, purpose, index, draw). By default
+        :meth:`draw` from that stream; fills given per image (:class:`NoiseField`) use index."""
+        return self.draw(image, rng)
 
     def apply(self, x, fill, mask) -> np.ndarray:
         """x, fill: (B, C, H, W); mask: bool (B, H, W), True = distorted -> (B, C, H, W)."""
@@ -539,11 +614,71 @@ class NoisyLinearImputation(Perturbation):
         return out.astype(x.dtype)
 
 
+class NoiseField(Perturbation):
+    """Fills supplied by the user, one per image of the data set (and per draw): reproduces
+    another tool's run exactly, where its noise was recorded. field: an array or the path of an
+    ``.npy`` file (memory-mapped, so it need not fit in memory), shaped (M, C, H, W) (one fill
+    per image: deterministic) or (M, D, C, H, W) (D draws per image: stochastic, n_draws <= D),
+    in the network's input space, indexed by the images' data-set index (``index=`` of the curve
+    functions; M >= the largest index + 1). Every distorted pixel takes its field value, which
+    must lie in the valid input range. The oracle uses the same field (it has no stream of its
+    own)."""
+
+    def __init__(self, field):
+        self.path = None
+        if isinstance(field, (str, bytes)) or hasattr(field, "__fspath__"):
+            import os
+            self.path = os.fspath(field)
+            try:
+                self._field = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise MinilrpError(f"noise field {self.path}: cannot read it as a .npy array ({e})") from None
+        else:
+            self._field = np.asarray(field)
+        f = self._field
+        if f.dtype.kind != "f" or f.ndim not in (4, 5) or f.shape[0] == 0:
+            raise MinilrpError(f"a noise field must be a float array (images, C, H, W) or (images, "
+                               f"draws, C, H, W), got {f.dtype} {f.shape}"
+                               + (f" in {self.path}" if self.path else ""))
+        self.n_field_draws = f.shape[1] if f.ndim == 5 else 1
+        self.stochastic = self.n_field_draws > 1
+        self.name = f"field:{self.path}" if self.path else "field"
+
+    def __getstate__(self):  # sent to other processes: the path, not the (mapped) data
+        state = dict(self.__dict__)
+        if self.path is not None:
+            state["_field"] = None
+        return state
+
+    def _data(self):
+        if self._field is None:
+            self._field = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return self._field
+
+    def _bind(self, x):
+        shape = self._data().shape[-3:]
+        if shape != x.shape[1:]:
+            raise MinilrpError(f"{self.name}: fills of shape {shape} do not fit images of shape {x.shape[1:]}")
+
+    def fill(self, image, rng, index, draw):
+        f = self._data()
+        if index >= f.shape[0]:
+            raise MinilrpError(f"{self.name} has fills for {f.shape[0]} images; image {index} has none")
+        if draw >= self.n_field_draws:
+            raise MinilrpError(f"{self.name} has {self.n_field_draws} draw(s) per image; draw {draw} was asked for")
+        v = np.asarray(f[index, draw] if f.ndim == 5 else f[index], dtype=np.float64)
+        if not np.all(np.isfinite(v)) or np.any(v < self.low - 1e-6) or np.any(v > self.high + 1e-6):
+            raise MinilrpError(f"{self.name}: the fill of image {index} has values outside the valid "
+                               f"input range [{self.low.ravel()}, {self.high.ravel()}] (or NaN)")
+        return v.astype(image.dtype)
+
+
 PERTURBATIONS = {
     "uniform": UniformNoise,
     "constant": Constant,
     "blur": GaussianBlur,
     "road": NoisyLinearImputation,
+    "field": NoiseField,
 }
 
 
@@ -551,7 +686,7 @@ def get_perturbation(spec) -> Perturbation:
     """A Perturbation from an object or a name with an optional parameter after a colon:
     "uniform", "constant" (= "constant:zero"), "constant:background", "constant:mean",
     "constant:min", "constant:0.5", "blur" (sigma 2), "blur:1.5", "road" (noise 0.01),
-    "road:0.05"."""
+    "road:0.05", "field:noise.npy" (fills supplied per image, :class:`NoiseField`)."""
     if isinstance(spec, Perturbation):
         return spec
     if not isinstance(spec, str):
@@ -559,7 +694,11 @@ def get_perturbation(spec) -> Perturbation:
     name, _, arg = spec.partition(":")
     if name not in PERTURBATIONS:
         raise MinilrpError(f"unknown perturbation {spec!r}; perturbations: "
-                           "uniform, constant[:zero|min|mean|background|<number>], blur[:sigma], road[:noise]")
+                           "uniform, constant[:zero|min|mean|background|<number>], blur[:sigma], road[:noise], field:<file.npy>")
+    if name == "field":
+        if not arg:
+            raise MinilrpError("perturbation 'field' needs a file: field:<noise.npy>")
+        return NoiseField(arg)
     if not arg:
         return PERTURBATIONS[name]()
     if name == "uniform":
@@ -637,10 +776,11 @@ def forward_batched(net, x, batch_size=DEFAULT_BATCH) -> np.ndarray:
     return inference.logits(net, x, batch_size)
 
 
-def perturb(net, x, regions: Regions, order, k, perturbation="uniform", seed=0, draw=0) -> np.ndarray:
+def perturb(net, x, regions: Regions, order, k, perturbation="uniform", seed=0, draw=0, *,
+            index=None) -> np.ndarray:
     """x_k: the images x (N, C, H, W) with the first k regions of ``order`` (N, L) distorted
-    -> (N, C, H, W). The same fills as :func:`perturbation_curves` with the same seed (for
-    looking at the distorted images; the curves build them in batches)."""
+    -> (N, C, H, W). The same fills as :func:`perturbation_curves` with the same seed and
+    index (for looking at the distorted images; the curves build them in batches)."""
     x = _check_images(net, x)
     N = len(x)
     _check_regions(regions, x)
@@ -650,7 +790,8 @@ def perturb(net, x, regions: Regions, order, k, perturbation="uniform", seed=0, 
         raise MinilrpError(f"step {k} is past the order's {order.shape[1]} steps")
     pert = get_perturbation(perturbation).resolve(net, x)
     seed = _check_seed(seed)
-    fills = np.stack([pert.draw(x[n], _rng(seed, _FILL, n, draw)) for n in range(N)])
+    index = _index(index, N)
+    fills = np.stack([pert.fill(x[n], _rng(seed, _FILL, i, draw), i, draw) for n, i in enumerate(index)])
     mask = _pixel_ranks(regions.per_image(N), order, regions.n_regions) < k
     return pert.apply(x, fills, mask)
 
@@ -663,7 +804,7 @@ def _check_regions(regions, x):
                            f"images of size {x.shape[2:]}")
 
 
-def _changed_regions(pert, x, labels, R, seed, stream, D):
+def _changed_regions(pert, x, labels, R, seed, stream, D, index):
     """(N, D, R) bool: does distorting region r of image n (draw d) change any pixel? False where
     the fill equals the image (a constant fill equal to the background, on blank regions): that
     step's image equals the previous one, so it is not scored again. Always True for fills
@@ -674,13 +815,13 @@ def _changed_regions(pert, x, labels, R, seed, stream, D):
     changed = np.empty((N, D, R), bool)
     for n in range(N):
         for d in range(D):
-            diff = (pert.draw(x[n], _rng(seed, stream, n, d)) != x[n]).any(axis=0)
+            diff = (pert.fill(x[n], _rng(seed, stream, index[n], d), index[n], d) != x[n]).any(axis=0)
             lab = labels[n][diff]
             changed[n, d] = np.bincount(lab[lab >= 0], minlength=R) > 0
     return changed
 
 
-def _score_items(net, x, pert, t, score, seed, stream, D, img, draw, masks, batch_size, report):
+def _score_items(net, x, pert, t, score, seed, stream, D, index, img, draw, masks, batch_size, report):
     """Scores of the distorted images of items i: image img[i], fill draw draw[i], mask
     masks(selection) -> (B, H, W); in batches of batch_size, each batch's fills drawn from the
     per-(image, draw) streams. report(i) after each batch (i = last item done)."""
@@ -688,7 +829,8 @@ def _score_items(net, x, pert, t, score, seed, stream, D, img, draw, masks, batc
     for s in range(0, len(img), batch_size):
         sel = slice(s, s + batch_size)
         pairs, inverse = np.unique(img[sel] * D + draw[sel], return_inverse=True)
-        fills = np.stack([pert.draw(x[p // D], _rng(seed, stream, p // D, p % D)) for p in pairs])
+        fills = np.stack([pert.fill(x[p // D], _rng(seed, stream, index[p // D], p % D), index[p // D], p % D)
+                          for p in pairs])
         xb = pert.apply(x[img[sel]], fills[inverse.reshape(-1)], masks(sel))
         out[sel] = _score(inference.logits(net, xb, batch_size), t[img[sel]], score)
         report(min(s + batch_size, len(img)) - 1)
@@ -697,7 +839,7 @@ def _score_items(net, x, pert, t, score, seed, stream, D, img, draw, masks, batc
 
 def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform", *, target=None,
                         score="logit", steps=None, n_draws=1, seed=0, batch_size=DEFAULT_BATCH,
-                        progress=None) -> np.ndarray:
+                        progress=None, index=None) -> np.ndarray:
     """Region-perturbation curves: (N, L + 1) scores f(x_0), ..., f(x_L) per image.
 
     x: images (N, C, H, W); regions: from :func:`grid` or :func:`sliding_windows`; order (N, L):
@@ -707,7 +849,8 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     mean over that many independent fills (deterministic fills use one).
 
     All L * n_draws distorted images are built from each image's fills (one per draw, from the
-    stream (seed, image, draw)) and scored in batches of at most ``batch_size`` images: memory is
+    stream (seed, index[n], draw); index: the images' indices in their data set, default
+    0..N-1, so that parts of a data set get the draws of the whole) and scored in batches of at most ``batch_size`` images: memory is
     bounded by the batch size, not by N. A step whose region the fill leaves unchanged (a
     constant equal to the background on a blank region) repeats the previous step's score
     without a forward pass. progress: optional callable(done, total), in distorted images."""
@@ -721,6 +864,7 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     seed = _check_seed(seed)
     n_draws = _int(n_draws, "n_draws")
     batch_size = _int(batch_size, "batch_size")
+    index = _index(index, N)
     pert = get_perturbation(perturbation).resolve(net, x)
     D = n_draws if pert.stochastic else 1
 
@@ -733,7 +877,7 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     labels = regions.per_image(N)
     ranks = _pixel_ranks(labels, order[:, :L], R)
     # src[n, k, d]: the step whose image x_k equals (k itself unless step k changed nothing)
-    changed = _changed_regions(pert, x, labels, R, seed, _FILL, D)          # (N, D, R)
+    changed = _changed_regions(pert, x, labels, R, seed, _FILL, D, index)   # (N, D, R)
     new = np.take_along_axis(changed, order[:, None, :L], axis=2).transpose(0, 2, 1)  # (N, L, D)
     steps_ = np.arange(1, L + 1)[None, :, None]
     src = np.concatenate([np.zeros((N, 1, D), np.int64),
@@ -746,7 +890,7 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
         if progress is not None:
             progress(total if i == len(img) - 1 else int(img[i] * L * D + (k[i] - 1) * D + d[i] + 1), total)
 
-    out[img, k, d] = _score_items(net, x, pert, t, score, seed, _FILL, D, img, d,
+    out[img, k, d] = _score_items(net, x, pert, t, score, seed, _FILL, D, index, img, d,
                                   lambda sel: ranks[img[sel]] < k[sel, None, None], batch_size, report)
     if len(img) == 0 and progress is not None:
         progress(total, total)
@@ -755,7 +899,7 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
 
 
 def oracle_scores(net, x, regions: Regions, perturbation="uniform", *, target=None, score="logit",
-                  n_draws=4, seed=0, batch_size=DEFAULT_BATCH, progress=None) -> np.ndarray:
+                  n_draws=4, seed=0, batch_size=DEFAULT_BATCH, progress=None, index=None) -> np.ndarray:
     """The measured effect of each region alone: f(x) - mean over draws of f(x with only region r
     distorted) -> (N, R), large = distorting it hurts the score most.
 
@@ -771,6 +915,7 @@ def oracle_scores(net, x, regions: Regions, perturbation="uniform", *, target=No
     seed = _check_seed(seed)
     n_draws = _int(n_draws, "n_draws")
     batch_size = _int(batch_size, "batch_size")
+    index = _index(index, N)
     pert = get_perturbation(perturbation).resolve(net, x)
     D = n_draws if pert.stochastic else 1
     R = regions.n_regions
@@ -779,7 +924,7 @@ def oracle_scores(net, x, regions: Regions, perturbation="uniform", *, target=No
     f0 = _score(clean, t, score)
     labels = regions.per_image(N)
     out = np.repeat(f0[:, None, None], R, axis=1).repeat(D, axis=2)  # unchanged regions: f(x)
-    changed = _changed_regions(pert, x, labels, R, seed, _ORACLE, D).transpose(0, 2, 1)  # (N, R, D)
+    changed = _changed_regions(pert, x, labels, R, seed, _ORACLE, D, index).transpose(0, 2, 1)  # (N, R, D)
     img, r, d = np.nonzero(changed)
     total = N * R * D
 
@@ -787,7 +932,7 @@ def oracle_scores(net, x, regions: Regions, perturbation="uniform", *, target=No
         if progress is not None:
             progress(total if i == len(img) - 1 else int(img[i] * R * D + r[i] * D + d[i] + 1), total)
 
-    out[img, r, d] = _score_items(net, x, pert, t, score, seed, _ORACLE, D, img, d,
+    out[img, r, d] = _score_items(net, x, pert, t, score, seed, _ORACLE, D, index, img, d,
                                   lambda sel: labels[img[sel]] == r[sel, None, None], batch_size, report)
     if len(img) == 0 and progress is not None:
         progress(total, total)
@@ -795,7 +940,7 @@ def oracle_scores(net, x, regions: Regions, perturbation="uniform", *, target=No
 
 
 def heatmap_curves(net, x, heatmap, ordering="morf", perturbation="uniform", region_size=None, *,
-                   target=None, seed=0, **kwargs) -> np.ndarray:
+                   target=None, seed=0, index=None, ties=None, **kwargs) -> np.ndarray:
     """One call from a heatmap to curves: grid regions of ``region_size`` (default
     :func:`default_region_size`), region scores, ordering "morf", "lerf" or "random", then
     :func:`perturbation_curves` (``kwargs`` go there). heatmap: (N, H, W) or (N, C, H, W)
@@ -806,8 +951,9 @@ def heatmap_curves(net, x, heatmap, ordering="morf", perturbation="uniform", reg
         raise MinilrpError(f"heatmap of shape {h.shape} does not match the images {x.shape}: "
                            f"expected {x.shape} or {(x.shape[0],) + x.shape[2:]}")
     regions = grid(x.shape[1:], region_size)
-    order = order_regions(region_scores(h, regions), ordering, seed=seed)
-    return perturbation_curves(net, x, regions, order, perturbation, target=target, seed=seed, **kwargs)
+    order = order_regions(region_scores(h, regions), ordering, seed=seed, index=index, ties=ties)
+    return perturbation_curves(net, x, regions, order, perturbation, target=target, seed=seed,
+                               index=index, **kwargs)
 
 
 # ============================================================================== results

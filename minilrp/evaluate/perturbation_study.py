@@ -14,43 +14,39 @@ curve) and figures into ``--out``, and says per perturbation whether the two see
 
 A finding "holds" when the 95% interval of the paired per-image difference lies above 0, "fails"
 when it lies below 0, and is "inconclusive" otherwise. Nothing is tuned towards a verdict.
+
+A run: :func:`plan` checks every option, the model, the image set and the output folder, and
+fixes what the whole run shares (the data-dependent fills, resolved on the first images); the
+shards are computed (shards.py) in this process or on Dask (cluster.py) and written as they
+finish; :func:`finish` gathers them into curves.npz, orders.npz and per_image.csv, and the
+report is written from those files (``--report-only`` redoes it). ``run.json`` records what
+defines the results: ``--resume`` refuses a folder whose run had other settings.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
 from . import perturbation as P
+from . import shards
+from .shards import COMBOS, Job
 from ..errors import MinilrpError
-from ..progress import Progress
 from ..explain import sensitivity
 from ..pictures import plots
 
 DEFAULT_COMPOSITES = ("EpsilonGammaBox", "EpsilonPlusFlat", "EpsilonAlpha2Beta1")
 DEFAULT_PERTURBATIONS = ("uniform", "constant:background")
-COMBOS = ("sa_not_lrp", "lrp_negative", "counter_evidence", "consensus_irrelevant")
-Z95 = 1.959964
+CALIBRATION = 1000  # images that fix the data-dependent fills (background, mean) of a run
 
 
 def _slug(text):
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
-
-
-def _batched(fn, x, batch):
-    return np.concatenate([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
-
-
-def heatmaps(net, x, composites, batch=256):
-    """{method label: heatmap} for SA, gradient x input and each LRP composite."""
-    maps = {"SA": _batched(lambda v: sensitivity.sa(net, v), x, batch),
-            "Gradient x Input": _batched(lambda v: sensitivity.gradient_x_input(net, v), x, batch)}
-    for c in composites:
-        maps[f"LRP {c}"] = _batched(lambda v: net.relevance(v, c), x, batch)
-    return maps
 
 
 def paired(a, b):
@@ -63,102 +59,206 @@ def verdict(low, high):
     return "holds" if low > 0 else ("fails" if high < 0 else "inconclusive")
 
 
-def run_perturbation(args, command):
-    from ..models.data import load_model, load_samples
-    t_start = time.perf_counter()
-    n_images = args.n_images if args.n_images is not None else (24 if args.quick else 500)
+def _combined(which):
+    return {"none": [], "minilrp": list(COMBOS), "study": list(P.STUDY_COMBINED),
+            "both": list(COMBOS) + [c for c in P.STUDY_COMBINED if c not in COMBOS]}[which]
+
+
+def _file_hash(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _check_out(out, resume):
+    """The output folder, checked before any work: writable; holding an earlier run only with
+    --resume, and one to resume with it."""
+    run_file = os.path.join(out, "run.json")
+    if resume and not os.path.exists(run_file):
+        raise MinilrpError(f"--resume: {run_file} not found: there is no run to resume in {out}")
+    if not resume and (os.path.exists(run_file) or os.path.isdir(os.path.join(out, "shards"))):
+        raise MinilrpError(f"{out} holds an earlier run: add --resume to continue it, or choose "
+                           "another --out (or delete it)")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise MinilrpError(f"--out {out} is not a writable folder ({e})") from None
+
+
+def plan(args):
+    """Options -> (job, run record, net): every option, the model, the images and --out checked
+    before any computation. The run record is what defines the results (a --resume must
+    match it)."""
+    from ..models.data import load_model, model_path
+    from ..models.imagesets import open_images
     composites = (args.composites.split(",") if args.composites else
                   (DEFAULT_COMPOSITES[:2] if args.quick else DEFAULT_COMPOSITES))
-    perturbations = args.perturbation or list(DEFAULT_PERTURBATIONS)
     oracle_draws = min(args.oracle_draws, 1) if args.quick else args.oracle_draws
-    if n_images < 2:
-        raise MinilrpError(f"--n-images must be at least 2 (for standard errors), got {n_images}")
     if oracle_draws < 0 or args.n_draws < 1:
         raise MinilrpError("--oracle-draws must be >= 0 and --n-draws >= 1")
-    perts = [P.get_perturbation(s) for s in perturbations]
-    net = load_model(args.model)
-    images, labels, classes = load_samples()
-    if n_images > len(images):
-        raise MinilrpError(f"--n-images {n_images}: only {len(images)} bundled test images")
-    x = net.preprocess(images[:n_images])
-    labels = labels[:n_images]
-    regions = P.grid(x.shape[1:], args.region_size)
-    R, N = regions.n_regions, n_images
-    L = R
-    predicted = P.forward_batched(net, x, args.batch_size).argmax(axis=1)
-
-    maps = heatmaps(net, x, composites)
-    scores = {m: P.region_scores(h, regions) for m, h in maps.items()}
-    orders = {}
-    for m, s in scores.items():
-        orders[(m, "MoRF")] = P.order_regions(s, "morf", args.seed)
-        orders[(m, "LeRF")] = P.order_regions(s, "lerf", args.seed)
-    orders[("Random", "random")] = P.random_order(N, R, args.seed)
+    if args.block_size < 1 or args.shard_size < 1 or args.shard_size % args.block_size:
+        raise MinilrpError(f"--shard-size ({args.shard_size}) must be a positive multiple of "
+                           f"--block-size ({args.block_size})")
+    if args.batch_size < 1:
+        raise MinilrpError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.scheduler:
+        from .cluster import check_spec
+        check_spec(args.scheduler)
+    perts = [P.get_perturbation(s) for s in (args.perturbation or list(DEFAULT_PERTURBATIONS))]
+    from ..explain.composites import get_composite
     for c in composites:
-        for combo in COMBOS:
-            if combo == "lrp_negative":  # (b) is LRP's LeRF on a signed map: reuse its curve
-                continue
-            orders[(f"SA + LRP {c}", combo)] = P.combined_order(scores["SA"], scores[f"LRP {c}"],
-                                                                combo, args.seed)
+        get_composite(c)
+    tie_key = None if args.tie_key == "random" else args.tie_key
+    if tie_key not in (None, "index") and not os.path.isfile(tie_key):
+        raise MinilrpError(f"--tie-key {tie_key}: give random, index or an existing .npy file")
+    _check_out(args.out, args.resume)
 
-    # blank regions: every pixel equals the data's background (a constant fill there is a no-op)
-    bg = P.Constant("background").resolve(net, x).fill_value
-    blank_px = np.all(np.isclose(x, bg[None], atol=1e-6), axis=1)
-    blank = P.region_scores((~blank_px).astype(np.float64), regions) == 0  # (N, R)
+    net = load_model(args.model)
+    images = open_images(args.images, net, labels=args.labels)
+    if args.n_images in (None, "all"):
+        n = len(images) if args.n_images == "all" or args.images != "bundled" else 500
+        N = min(24, len(images)) if args.quick and args.n_images is None else n
+    else:
+        try:
+            N = int(args.n_images)
+        except ValueError:
+            raise MinilrpError(f"--n-images must be a number or 'all', got {args.n_images!r}") from None
+    if N < 2:
+        raise MinilrpError(f"--n-images must be at least 2 (for standard errors), got {N}")
+    if N > len(images):
+        raise MinilrpError(f"--n-images {N}: {images.description} has only {len(images)}")
+    regions = P.grid(net.input_shape, args.region_size)
+    if args.steps is not None and not 1 <= args.steps <= regions.n_regions:
+        raise MinilrpError(f"--steps must lie in 1..{regions.n_regions} (the number of regions), got {args.steps}")
+    # fills that depend on the data (background, mean) are fixed once, on the first images
+    # (at most CALIBRATION), so that every shard uses the same values
+    x_cal = net.preprocess(images.read(0, min(N, CALIBRATION)))
+    perts = [p.resolve(net, x_cal) for p in perts]
+    background = P.Constant("background").resolve(net, x_cal).fill_value
+    job = Job(model=args.model, images=images, composites=list(composites), perturbations=perts,
+              region_size=regions.size, steps=args.steps, seed=args.seed, n_draws=args.n_draws,
+              oracle_draws=oracle_draws, score=args.score, batch_size=args.batch_size,
+              block_size=args.block_size, maxpool_ties=args.maxpool_ties,
+              combined=_combined(args.combined), tie_key=tie_key, background=background)
+    model_file = args.model if args.model.endswith(".npz") or os.path.sep in args.model else model_path(args.model)
+    run = dict(model=args.model, model_sha256=_file_hash(model_file), images=args.images,
+               labels=args.labels, images_fingerprint=images.fingerprint(), n_images=N,
+               region_size=regions.size, steps=args.steps or regions.n_regions,
+               perturbations=[p.name for p in perts],
+               composites=list(composites), seed=args.seed, n_draws=args.n_draws,
+               oracle_draws=oracle_draws, score=args.score, batch_size=args.batch_size,
+               block_size=args.block_size, shard_size=args.shard_size,
+               maxpool_ties=args.maxpool_ties, combined=job.combined,
+               tie_key=tie_key if tie_key in (None, "index") else f"{tie_key} ({_file_hash(tie_key)})")
+    return job, run, net
 
-    per_curve = N * L * 1
-    n_random = sum(p.stochastic for p in perts)
-    total = (len(perts) * (len(orders) + (2 if oracle_draws else 0)) * per_curve
-             + n_random * (args.n_draws - 1) * (len(orders) + 2) * per_curve
-             + sum(N * R * (oracle_draws if p.stochastic else 1) for p in perts if oracle_draws))
-    bar = Progress(total, enabled=not args.no_progress)
-    curves, oracle_orders = {}, {}
-    for pert in perts:
-        name = pert.name
-        run_orders = dict(orders)
-        if oracle_draws:
-            tick = [0]
 
-            def prog(done, _total, tick=tick, name=name):
-                bar.advance(done - tick[0], f"{name}: oracle")
-                tick[0] = done
-            osc = P.oracle_scores(net, x, regions, pert, n_draws=oracle_draws, seed=args.seed,
-                                  score=args.score, batch_size=args.batch_size, progress=prog)
-            run_orders[("Oracle", "MoRF")] = P.order_regions(osc, "morf", args.seed)
-            run_orders[("Oracle", "LeRF")] = P.order_regions(osc, "lerf", args.seed)
-            oracle_orders[(name, "Oracle", "MoRF")] = run_orders[("Oracle", "MoRF")]
-            oracle_orders[(name, "Oracle", "LeRF")] = run_orders[("Oracle", "LeRF")]
-        for key, order in run_orders.items():
-            tick = [0]
+def _check_resume(out, run):
+    with open(os.path.join(out, "run.json")) as f:
+        old = json.load(f)
+    diff = [k for k in run if k != "command" and old.get(k) != run[k]]
+    if diff:
+        raise MinilrpError(f"--resume: {out} holds a run with other settings ("
+                           + "; ".join(f"{k}: {old.get(k)!r} there, {run[k]!r} now" for k in diff)
+                           + f"). Resume it with its own command: {old.get('command')} --resume")
+    return old
 
-            def prog(done, _total, tick=tick, label=f"{name}: {key[0]} {key[1]}"):
-                bar.advance(done - tick[0], label)
-                tick[0] = done
-            curves[(name,) + key] = P.perturbation_curves(
-                net, x, regions, order, pert, score=args.score, n_draws=args.n_draws,
-                seed=args.seed, batch_size=args.batch_size, progress=prog)
-        for c in composites:  # (b): alias of LRP's LeRF
-            curves[(name, f"SA + LRP {c}", "lrp_negative")] = curves[(name, f"LRP {c}", "LeRF")]
-    bar.close()
-    settings = dict(model=args.model, n_images=N, accuracy=float((predicted == labels).mean()),
-                    image_shape=list(x.shape[1:]), region_size=regions.size, n_regions=R, steps=L,
-                    perturbations=[p.name for p in perts], composites=list(composites), seed=args.seed,
-                    n_draws=args.n_draws, oracle_draws=oracle_draws, score=args.score,
-                    batch_size=args.batch_size, elapsed=time.perf_counter() - t_start,
-                    n_distorted=total, command=command)
-    os.makedirs(args.out, exist_ok=True)
-    np.savez_compressed(os.path.join(args.out, "curves.npz"), **{"|".join(k): v for k, v in curves.items()})
-    np.savez_compressed(os.path.join(args.out, "orders.npz"), blank=blank,
-                        **{"|".join(k): v.astype(np.int32) for k, v in {**orders, **oracle_orders}.items()})
-    with open(os.path.join(args.out, "settings.json"), "w") as f:
+
+def run_perturbation(args, command):
+    """The experiment, shard by shard, into args.out; then the report from the shard files."""
+    t_start = time.perf_counter()
+    job, run, net = plan(args)
+    out, N = args.out, run["n_images"]
+    run["command"] = command
+    if args.resume:  # the report names the command that started the run
+        run["command"] = _check_resume(out, run)["command"]
+    else:
+        with open(os.path.join(out, "run.json"), "w") as f:
+            json.dump(run, f, indent=1)
+    ranges = [(a, min(a + args.shard_size, N)) for a in range(0, N, args.shard_size)]
+    done = shards.done_shards(out)
+    todo = [r for r in ranges if r not in done]
+    from tqdm import tqdm
+    worker_peaks = None
+    bar = tqdm(total=N, initial=N - sum(b - a for a, b in todo), unit="img", disable=args.no_progress,
+               desc=f"{len(todo)} of {len(ranges)} shards to do", smoothing=0.1)
+
+    try:
+        if args.scheduler and todo:
+            from . import cluster
+
+            def finished(a, b, arrays):  # images done across the cluster, a shard at a time
+                shards.write_shard(out, a, b, arrays)
+                bar.update(b - a)
+            client = cluster.connect(args.scheduler)
+            try:
+                worker_peaks = cluster.run_shards(client, job, todo, finished)
+            finally:
+                cluster.close(client)
+        else:
+            for a, b in todo:
+                shards.write_shard(out, a, b, shards.compute_shard(net, job, a, b, progress=bar.update))
+    finally:
+        bar.close()
+    if worker_peaks:
+        print("peak memory per worker: " + ", ".join(f"{v:.0f} MiB" for v in worker_peaks.values()),
+              file=sys.stderr)
+    return finish(out, job, run, net, time.perf_counter() - t_start, worker_peaks)
+
+
+def finish(out, job, run, net, wall, worker_peaks=None):
+    """The shard files -> curves.npz, orders.npz, per_image.csv, settings.json; then the report."""
+    N = run["n_images"]
+    data = shards.read_shards(out, shards.done_shards(out), N)
+    curves = {tuple(k.split("|")[1:]): v for k, v in data.items() if k.startswith("curves|")}
+    orders = {tuple(k.split("|")[1:]): v for k, v in data.items() if k.startswith("orders|")}
+    np.savez_compressed(os.path.join(out, "curves.npz"), **{"|".join(k): v for k, v in curves.items()})
+    np.savez_compressed(os.path.join(out, "orders.npz"), blank=data["blank"],
+                        **{"|".join(k): v for k, v in orders.items()})
+    write_per_image(os.path.join(out, "per_image.csv"), data, curves)
+    labelled = data["label"] >= 0
+    R, L = data["blank"].shape[1], run["steps"]
+    n_orders = sum(len(k) == 2 for k in orders) + (2 if job.oracle_draws else 0)  # scored per fill
+    n_distorted = sum(N * L * (job.n_draws if p.stochastic else 1) * n_orders
+                      + (N * R * (job.oracle_draws if p.stochastic else 1) if job.oracle_draws else 0)
+                      for p in job.perturbations)
+    settings = dict(run, images_description=f"images 0..{N - 1} of {job.images.description}",
+                    accuracy=(float((data["predicted"] == data["label"])[labelled].mean())
+                              if labelled.all() else None),
+                    image_shape=list(net.input_shape), n_regions=R,
+                    n_shards=len(shards.done_shards(out)), elapsed=float(data["seconds"].sum()),
+                    wall_time_last_invocation=wall, n_distorted=n_distorted,
+                    worker_peak_rss_mib=list(worker_peaks.values()) if worker_peaks else None)
+    with open(os.path.join(out, "settings.json"), "w") as f:
         json.dump(settings, f, indent=1)
-    return write_report(args.out, net, x[:8], classes)
+    return write_report(out, net)
 
 
-def write_report(out, net=None, x8=None, classes=None):
+def write_per_image(path, data, curves):
+    """One row per image: index, label (-1: none), predicted class, and the AOPC of every
+    (perturbation, method, ordering): pandas.read_csv(path) or numpy.genfromtxt."""
+    keys = list(curves)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "label", "predicted"] + [f"aopc {'|'.join(k)}" for k in keys])
+        aopcs = np.stack([P.aopc(curves[k]) for k in keys], axis=1)
+        for i in range(len(data["index"])):
+            w.writerow([int(data["index"][i]), int(data["label"][i]), int(data["predicted"][i])]
+                       + [repr(float(v)) for v in aopcs[i]])
+
+
+def write_report(out, net=None):
     """Tables, figures and verdicts from the files a run left in ``out`` (curves.npz,
     orders.npz, settings.json): ``--report-only`` redoes them without recomputing the curves."""
-    from ..models.data import load_model, load_samples
+    from types import SimpleNamespace
+    from ..models.data import load_model
+    from ..models.imagesets import open_images
     for name in ("settings.json", "curves.npz", "orders.npz"):
         if not os.path.exists(os.path.join(out, name)):
             raise MinilrpError(f"{os.path.join(out, name)} not found: --report-only needs the files "
@@ -172,22 +272,24 @@ def write_report(out, net=None, x8=None, classes=None):
         orders = {tuple(k.split("|")): f[k].astype(np.int64) for k in f.files if k != "blank"}
     if net is None:
         net = load_model(settings["model"])
-        images, _, classes = load_samples()
-        x8 = net.preprocess(images[:min(8, settings["n_images"])])
-    perts = [P.get_perturbation(p) for p in settings["perturbations"]]
+    images = open_images(settings.get("images", "bundled"), net, labels=settings.get("labels"))
+    x8, classes = net.preprocess(images.read(0, min(8, settings["n_images"]))), net.classes
+    perts = [SimpleNamespace(name=p) for p in settings["perturbations"]]  # only names needed here
     composites = settings["composites"]
+    combos = settings.get("combined", list(COMBOS))
     oracle = settings["oracle_draws"] > 0
     rows = analyse(curves, orders, perts, composites, blank, settings["steps"], oracle)
     write_csv(os.path.join(out, "results.csv"), rows)
     regions = P.grid(x8.shape[1:], settings["region_size"])
     main_lrp = composites[0]
     scores8 = {"SA": P.region_scores(sensitivity.sa(net, x8), regions),
-               f"LRP {main_lrp}": P.region_scores(net.relevance(x8, main_lrp), regions)}
+               f"LRP {main_lrp}": P.region_scores(
+                   net.relevance(x8, shards.composite(main_lrp, settings.get("maxpool_ties", "split"))), regions)}
     predicted8 = net.forward(x8).argmax(1)
     figures = write_figures(out, curves, perts, composites, x8, scores8, regions, predicted8,
-                            classes, oracle)
+                            classes, oracle, combos)
     report = write_markdown(os.path.join(out, "results.md"), rows, settings, perts,
-                            composites, settings["command"], figures, oracle)
+                            composites, settings["command"], figures, oracle, combos)
     return report, rows
 
 
@@ -243,7 +345,7 @@ def write_csv(path, rows):
                         for k, v in r.items()})
 
 
-def write_figures(out, curves, perts, composites, x, scores, regions, predicted, classes, oracle):
+def write_figures(out, curves, perts, composites, x, scores, regions, predicted, classes, oracle, combos=COMBOS):
     figs = []
     main_lrp = f"LRP {composites[0]}"
     for pert in perts:
@@ -256,7 +358,7 @@ def write_figures(out, curves, perts, composites, x, scores, regions, predicted,
             sel["Random"] = curves[(name, "Random", "random")]
             plots.plot_curves(sel, ax=ax, title=f"{ordering}, {name}")
         sel = {f"{m.replace('SA + ', 'SA+')} {o}": c for (pn, m, o), c in curves.items()
-               if pn == name and o in COMBOS and main_lrp in m}
+               if pn == name and o in combos and main_lrp in m}
         sel[f"{main_lrp} LeRF"] = curves[(name, main_lrp, "LeRF")]
         if oracle:
             sel["Oracle LeRF"] = curves[(name, "Oracle", "LeRF")]
@@ -283,33 +385,42 @@ def _pm(r):
     return f"{r['aopc']:.3f} ± {r['aopc_se']:.3f}"
 
 
-def write_markdown(path, rows, settings, perts, composites, command, figures, oracle):
+def write_markdown(path, rows, settings, perts, composites, command, figures, oracle, combos=COMBOS):
     def row(p, m, o):
         return next(r for r in rows if r["perturbation"] == p and r["method"] == m and r["ordering"] == o)
 
     s = settings
+    accuracy = "no labels" if s.get("accuracy") is None else f"accuracy {100 * s['accuracy']:.1f}%"
     lines = [f"# Region perturbation on {s['model']}", "",
              f"Command: `{command}`", "",
-             f"{s['n_images']} test images {tuple(s['image_shape'])} (accuracy {100 * s['accuracy']:.1f}%; "
+             f"Images: {s.get('images_description', 'the bundled test images')}.", "",
+             f"{s['n_images']} test images {tuple(s['image_shape'])} ({accuracy}; "
              f"target = the predicted class), {s['region_size']}x{s['region_size']} regions "
              f"({s['n_regions']}), {s['steps']} cumulative steps; score = target {s['score']}; "
              f"seed {s['seed']}; {s['n_draws']} noise draw(s) per step; oracle: "
              + (f"{s['oracle_draws']} draw(s) per region" if oracle else "off")
-             + f"; {s['n_distorted']} distorted images scored in {s['elapsed']:.1f} s "
+             + f"; {s['n_distorted']} distorted images scored in {s['elapsed']:.1f} s of computing "
              "(steps that change no pixel reuse the previous score).", "",
+             f"Max-pool ties in every LRP preset: {s.get('maxpool_ties', 'split')} "
+             "(split: evenly among tied maxima, minilrp's default; first: the first maximum, as "
+             "Zennit and PyTorch). Exact ties between region scores broken by "
+             + {None: "a seeded random permutation per image", "index": "the region index"}.get(
+                 s.get("tie_key"), f"the user's key {s.get('tie_key')}") + ". Combined orderings that ran: "
+             + ("; ".join(f"`{c}` = {P.COMBINED[c]}" for c in combos) or "none") + ".", "",
              "AOPC = 1/(L+1) sum_k (f(x_0) - f(x_k)) averaged over images ± standard error. "
              "`rand - AOPC`: paired difference from the random ordering (positive = the score stays "
              "higher than under random) with its 95% interval. `oracle`: share of the oracle's "
              "achievable drop (MoRF) or rise (others) relative to random. `blank`: fraction of "
              "the first quarter of distorted regions that are pure background.", ""]
-    lines += summary(rows, perts, composites, oracle, row)
+    lines += summary(rows, perts, composites, oracle, row, combos)
     lines += ["### Verdicts at a glance", "",
               "yes = holds (95% interval of the paired difference above 0), NO = the opposite holds, "
               "? = inconclusive.", "",
-              "| perturbation | (i) LRP > SA, per composite | (i) SA > random | (ii) combination above random, per composite: (a) (b) (c) (d) |",
+              "| perturbation | (i) LRP > SA, per composite | (i) SA > random | (ii) combination above random, per composite: "
+              + " ".join(P.COMBINED[c].split(" ", 1)[0] for c in combos) + " |",
               "|---|---|---|---|"]
     for pert in perts:
-        lines.append(glance(rows, pert.name, composites, row))
+        lines.append(glance(rows, pert.name, composites, row, combos))
     lines.append("")
     for pert in perts:
         p = pert.name
@@ -328,7 +439,7 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
                   "| ordering | AOPC | rand - AOPC [95% CI] | oracle | blank | mean f(x_k) - f(x_0), first quarter |",
                   "|---|---|---|---|---|---|"]
         for c in composites:
-            for combo in COMBOS:
+            for combo in combos:
                 r = row(p, f"SA + LRP {c}", combo)
                 lines.append(f"| {P.COMBINED[combo][:3]} {combo}, SA + LRP {c} | {_pm(r)} | "
                              f"{r['random_minus_aopc']:.3f} [{r['random_minus_low']:.3f}, {r['random_minus_high']:.3f}] | "
@@ -339,7 +450,7 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
                          f"{r['random_minus_high']:.3f}] | {_f(r['oracle_share'], 2)} | "
                          f"{_f(r['blank_first_quarter'], 2)} | {r['rise_first_quarter']:+.3f} |")
         lines += ["", f"![curves](curves_{_slug(p)}.png)", ""]
-        lines += verdicts(rows, p, composites, row)
+        lines += verdicts(rows, p, composites, row, combos)
     lines += ["## SA versus LRP, region by region", "", "![disagreement](disagreement.png)", "",
               "Blank = every pixel of the region equals the data's background value. Under a constant "
               "fill equal to the background, distorting a blank region changes nothing; under "
@@ -352,7 +463,7 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
     return text
 
 
-def summary(rows, perts, composites, oracle, row):
+def summary(rows, perts, composites, oracle, row, combos=COMBOS):
     """The two cross-perturbation tables (for the README)."""
     names = [p.name for p in perts]
     out = ["## Summary", "",
@@ -370,7 +481,7 @@ def summary(rows, perts, composites, oracle, row):
             "(positive = the score stays higher than under the random ordering):", "",
             "| ordering | " + " | ".join(f"`{p}`" for p in names) + " |", "|---|" + "---|" * len(names)]
     for c in composites:
-        for combo in COMBOS:
+        for combo in combos:
             out.append(f"| {P.COMBINED[combo].split(' ', 1)[0]} {combo}, SA + LRP {c} | " + " | ".join(
                 _interval(row(p, f'SA + LRP {c}', combo)['random_minus_aopc'],
                           row(p, f'SA + LRP {c}', combo)['random_minus_low'],
@@ -387,7 +498,7 @@ def _interval(m, lo, hi):
     return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def verdicts(rows, p, composites, row):
+def verdicts(rows, p, composites, row, combos=COMBOS):
     sa = row(p, "SA", "MoRF")
     rnd = row(p, "Random", "random")
     out = [f"**Verdicts under `{p}`** (paired per-image differences of AOPC, 95% intervals):", ""]
@@ -404,7 +515,7 @@ def verdicts(rows, p, composites, row):
                    f"AOPC(LRP) - AOPC(SA) = {_interval(*d)} (blank share {_f(lr['blank_first_quarter'], 2)}).")
     # (ii)
     for c in composites:
-        for combo in COMBOS:
+        for combo in combos:
             r = row(p, f"SA + LRP {c}", combo)
             v = verdict(r["random_minus_low"], r["random_minus_high"])
             rose = "rises above f(x_0)" if r["aopc_high"] < 0 else (
@@ -416,7 +527,7 @@ def verdicts(rows, p, composites, row):
     return out
 
 
-def glance(rows, p, composites, row):
+def glance(rows, p, composites, row, combos=COMBOS):
     def short(v):
         return {"holds": "yes", "fails": "NO", "inconclusive": "?"}[v]
     lrp = " ".join(short(verdict(row(p, f"LRP {c}", "MoRF")["minus_sa_low"],
@@ -425,6 +536,6 @@ def glance(rows, p, composites, row):
     sa_v = short(verdict(-sa["random_minus_high"], -sa["random_minus_low"]))
     combos = "; ".join(
         f"{c}: " + " ".join(short(verdict(row(p, f"SA + LRP {c}", k)["random_minus_low"],
-                                          row(p, f"SA + LRP {c}", k)["random_minus_high"])) for k in COMBOS)
+                                          row(p, f"SA + LRP {c}", k)["random_minus_high"])) for k in combos)
         for c in composites)
     return f"| `{p}` | {lrp} | {sa_v} | {combos} |"

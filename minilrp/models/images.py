@@ -19,9 +19,10 @@ said in the returned note (nothing is done silently):
   pixel space: 0 (black) for the bundled models, whose Fashion-MNIST garments are light on
   black. Resizing happens before flattening, on premultiplied alpha (Pillow's own), so
   transparent pixels' hidden colours never bleed in.
-- **Light objects on the model's background** (one-channel models, as the existing demo
-  did): an opaque picture whose average is nearer the opposite of ``background`` (a garment
-  photographed on white) is inverted; in a picture with transparency the background is
+- **Light objects on the model's background** (one-channel models): an opaque picture whose
+  border (its outermost pixels, median) is nearer the opposite of ``background`` (a garment
+  photographed on white) is inverted; the border, not the mean, so that a bright garment
+  filling a dark frame is not; in a picture with transparency the background is
   known, so only an object nearer the background than its opposite (a dark garment cut out)
   is inverted, before flattening.
 - **Size.** Resized to the model's input size (bilinear). A picture above ``max_pixels``
@@ -41,6 +42,7 @@ import numpy as np
 from ..errors import MinilrpError
 
 MAX_PIXELS = 50_000_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -97,7 +99,7 @@ def load_image(path, net, background=0.0, max_pixels=MAX_PIXELS):
     if alpha is not None:
         colour = alpha * colour + (1 - alpha) * bg
         notes.append(f"transparency flattened onto the model's background ({_tone(bg)})")
-    elif C == 1 and abs(colour.mean() - bg[0, 0, 0]) > 0.5:
+    elif C == 1 and abs(np.median(_border(colour)) - bg[0, 0, 0]) > 0.5:
         colour = 1 - colour
         notes.append(f"inverted (light background; the model expects objects on {_tone(bg)})")
     return np.clip(colour, 0.0, 1.0), ", ".join(notes)
@@ -141,6 +143,11 @@ def _to_float(im, C, size, notes):
     a = a[:, :, None] if a.ndim == 2 else a
     a = a.transpose(2, 0, 1)
     return (a[:C], a[C:]) if has_alpha else (a, None)
+
+
+def _border(a):
+    """The outermost pixels of (C, H, W): the background's tone, whatever the object covers."""
+    return np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
 
 
 def _tone(bg):

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from ..progress import Progress
 from .checker import MEMORY_MB, TIMEOUT, Exercise, Report, Result, check
 from .sandbox import Zygote
 
@@ -78,7 +78,8 @@ def grade(exercise, folder, jobs=None, seed=None, timeout=TIMEOUT, memory_mb=MEM
     ex = exercise if isinstance(exercise, Exercise) else Exercise(exercise, seed)
     files = submissions(folder)
     jobs = max(1, jobs or os.cpu_count() or 1)
-    bar = Progress(len(files), enabled=progress, unit="submissions")
+    from tqdm import tqdm
+    bar = tqdm(total=len(files), disable=not progress, unit="submission", file=sys.stderr)
     out = {}
     with Zygote(ex.policy, ex.name) as zygote, ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(_one, ex, f, timeout, memory_mb, zygote): f for f in files}
@@ -86,7 +87,8 @@ def grade(exercise, folder, jobs=None, seed=None, timeout=TIMEOUT, memory_mb=MEM
             path = futures[fut]
             report, seconds = fut.result()
             out[path.name] = (report, seconds)
-            bar.advance(1, label=path.name)
+            bar.set_postfix_str(path.name)
+            bar.update(1)
     bar.close()
     if reports is not None:
         reports.update({name: r for name, (r, _) in out.items()})
