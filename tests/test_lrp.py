@@ -132,6 +132,10 @@ def test_bad_arguments(rng):
         net.relevance(x, Composite("bad", by_index={3: ZBox()}))
     with pytest.raises(MinilrpError, match="bad parameters"):
         get_composite("EpsilonPlus", gamma=3)
+    with pytest.raises(MinilrpError, match="parameters go to a preset name"):
+        net.relevance(x, Composite("c"), epsilon=0.1)
+    with pytest.raises(MinilrpError, match="maxpool must be an LRP rule"):
+        net.relevance(x, "EpsilonPlus", maxpool="first")
     with pytest.raises(MinilrpError, match=r"first takes a \(layer types, rule\) pair, e.g. first=\(\(Conv2d,\), ZBox\(\)\)"):
         Composite("bad", first=ZBox())
 
@@ -148,6 +152,19 @@ def test_zbox_bounds(rng):
         net.relevance(x + 0.5, "EpsilonGammaBox")
     with pytest.raises(MinilrpError, match="per-channel"):
         net.relevance(x, "EpsilonGammaBox", low=[0.0, 0.0], high=[1.0, 1.0])
+
+
+def test_every_preset_takes_a_max_pool_rule(rng):
+    from minilrp import WinnerTakeAll
+    net = relu_net(rng)
+    x = images(rng, 3)
+    first = WinnerTakeAll(ties="first")
+    for name in PRESETS:
+        assert get_composite(name, maxpool=first).rules(net)[2] == first
+        mine = get_composite(name)
+        mine.maxpool = first
+        np.testing.assert_array_equal(net.relevance(x, name, maxpool=first), net.relevance(x, mine))
+    assert get_composite(Epsilon(), maxpool=first).rules(net)[2] == first
 
 
 def test_composite_assignment(rng):

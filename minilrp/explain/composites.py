@@ -148,19 +148,30 @@ PRESETS = {
 }
 
 
-def get_composite(spec, **params) -> Composite:
+def get_composite(spec, maxpool=None, **params) -> Composite:
     """A Composite from a preset name (case-insensitive; ``params`` go to the preset), a
-    Composite, or a single Rule (applied to every linear layer)."""
+    Composite, or a single Rule (applied to every linear layer). maxpool: the max-pool rule
+    for a preset or a Rule, e.g. WinnerTakeAll(ties="first") (Zennit's routing)."""
     if isinstance(spec, Composite):
+        if params or maxpool is not None:
+            raise MinilrpError(f"parameters go to a preset name, not to a Composite ({spec!r}): got "
+                               f"{sorted(params) + (['maxpool'] if maxpool is not None else [])}")
         return spec
+    if maxpool is not None and not isinstance(maxpool, Rule):
+        raise MinilrpError(f"maxpool must be an LRP rule for max pools (e.g. WinnerTakeAll()), got {maxpool!r}")
     if isinstance(spec, Rule):
-        return Composite(repr(spec), default=spec)
+        if params:
+            raise MinilrpError(f"parameters go to a preset name, not to a rule ({spec!r}): got {sorted(params)}")
+        return Composite(repr(spec), default=spec, maxpool=maxpool)
     if isinstance(spec, str):
         key = {k.lower(): k for k in PRESETS}.get(spec.lower())
         if key is None:
             raise MinilrpError(f"unknown composite {spec!r}; presets: {', '.join(PRESETS)}")
         try:
-            return PRESETS[key](**params)
+            composite = PRESETS[key](**params)
         except TypeError as e:
             raise MinilrpError(f"composite {key!r}: bad parameters {params} ({e})") from None
+        if maxpool is not None:
+            composite.maxpool = maxpool
+        return composite
     raise MinilrpError(f"a composite must be a preset name, a Composite or a Rule, got {spec!r}")
