@@ -23,6 +23,7 @@ from .evaluate.perturbation_study import Progress
 from .explain import sensitivity
 from .explain.composites import PRESETS, get_composite
 from .models.data import available_models, load_model, load_samples
+from .models.pictures import read_picture
 from .pictures import plots, render, report
 
 DEFAULT_COMPOSITES = "EpsilonGammaBox,EpsilonPlusFlat,EpsilonAlpha2Beta1"
@@ -107,28 +108,6 @@ def parse_indices(spec, n):
     return idx
 
 
-def load_image_file(path, net):
-    """A picture file -> raw [0, 1] pixels (C, H, W) for the model, and a note of what was done."""
-    from PIL import Image, UnidentifiedImageError
-    C, H, W = net.input_shape
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            im = im.convert("L" if C == 1 else "RGB")
-            im = im.resize((W, H), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float64) / 255
-    except FileNotFoundError:
-        raise MinilrpError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise MinilrpError(f"cannot read {path} as an image ({e})") from None
-    a = a[None] if C == 1 else a.transpose(2, 0, 1)
-    note = f"{Path(path).name}: {size[0]}x{size[1]} {'to grey' if C == 1 else 'RGB'}, resized to {W}x{H}"
-    if C == 1 and a.mean() > 0.5:  # Fashion-MNIST: light garments on a black background
-        a = 1 - a
-        note += ", inverted (light background; the model expects light objects on black)"
-    return a, note
-
-
 def resolve_target(spec, net):
     if spec is None:
         return None
@@ -181,7 +160,7 @@ def run(args):
     if files:
         raw, truth = [], []
         for f in files:
-            a, note = load_image_file(f, net)
+            a, note = read_picture(f, net.input_shape)
             raw.append(a)
             truth.append("?")
             notes.append(note)
