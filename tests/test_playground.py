@@ -20,10 +20,10 @@ pytest.importorskip("flask")
 import minilrp  # noqa: E402
 from minilrp import (AlphaBeta, Composite, Conv2d, Dense, Epsilon, Gamma, Proportional,  # noqa: E402
                      WinnerTakeAll, ZBox, get_composite, perturbation, render, sensitivity)
-from minilrp.models.pictures import read_picture  # noqa: E402
+from minilrp.models.image_files import read_image_file  # noqa: E402
 from minilrp.playground.app import create_app  # noqa: E402
 from minilrp.playground.cli import serving  # noqa: E402
-from minilrp.playground.settings import METHODS, RULES  # noqa: E402
+from minilrp.playground.settings import METHODS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +197,39 @@ def test_gamma_zero_is_lrp_epsilon_and_large_gamma_approaches_z_plus(client, sam
     assert negative[0] > negative[1] > negative[2] >= 0
 
 
+def test_the_gamma_lesson_says_what_the_page_shows(client, samples):
+    """docs/playground.md, steps 1-4, on sample 0 (an ankle boot) through the playground."""
+    def heat(gamma, target=None):
+        body = request(samples, 0, method="rule:Gamma", params={"gamma": gamma}, target=target)
+        out = client.post("/api/explain", json=body).get_json()
+        return out, floats(out["heatmap"]["values"])
+    out, boot0 = heat(0.0)
+    h, logit = out["heatmap"], out["ledger"][0]["entering"]
+    assert out["predicted"] == 9 and logit == pytest.approx(14.3, abs=0.05)
+    assert (h["sum"], h["positive"], h["negative"]) == pytest.approx((8.3, 23.7, -15.4), abs=0.05)
+    assert h["positive"] + h["negative"] == pytest.approx(h["sum"], rel=1e-4)
+    out, boot1 = heat(1.0)
+    assert out["heatmap"]["sum"] == pytest.approx(10.1, abs=0.05)
+    bias = [sum(r["bias"] for r in heat(g)[0]["ledger"]) for g in (0.0, 1.0)]
+    assert bias[0] > bias[1] > 0
+    out, _ = heat(0.0)
+    second = int(np.argsort(out["probabilities"])[-2])
+    assert second == 7  # Sneaker, the runner-up
+    corr = [np.corrcoef(heat(g)[1].ravel(), heat(g, second)[1].ravel())[0, 1] for g in (0.0, 1.0, 4.0)]
+    assert abs(corr[0]) < 0.2 and corr[1] > 0.7 and corr[2] > 0.9
+    assert -np.minimum(heat(0.25, second)[1], 0).sum() > 0.05 * np.abs(heat(0.25, second)[1]).sum()
+
+
+def test_the_gamma_lessons_table_comes_from_its_code():
+    """The lesson's table is what its code block prints (float64, the first 16 test images)."""
+    from pathlib import Path
+    doc = (Path(__file__).parents[1] / "docs" / "playground.md").read_text()
+    code, table = re.search(r"<!-- gamma-lesson.*?```python\n(.*?)```\s*```text\n(.*?)```", doc, re.S).groups()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == table.strip()
+
+
 def test_perturbation_curves_match_the_library(client, net, samples):
     body = request(samples, IMAGE, method="rule:Gamma", params={"gamma": 0.5}, perturbation="constant:background")
     out = client.post("/api/curves", json=body).get_json()
@@ -279,7 +312,7 @@ def test_upload_converts_like_the_demo_and_refuses_bad_files(client):
     data = picture_bytes(img)
     r = client.post("/api/image?model=fmnist-cnn&name=shirt.png", data=data)
     out = r.get_json()
-    want, note = read_picture(io.BytesIO(data), (1, 28, 28), name="shirt.png")
+    want, note = read_image_file(io.BytesIO(data), (1, 28, 28), name="shirt.png")
     got = np.frombuffer(base64.b64decode(out["pixels"]), np.uint8).reshape(1, 28, 28)
     assert np.array_equal(got, np.round(want * 255).astype(np.uint8))
     assert out["note"] == note and "inverted" in note and "40x60" in note
@@ -525,10 +558,33 @@ def test_page_draw_change_rule_and_slider(page, net):
 
 @needs_browser
 @pytest.mark.slow
+def test_page_every_method_builds_its_knobs_and_draws(page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    d = page
+    d.get_log("browser")  # drop what came before
+    for method in METHODS:
+        shown = d.execute_script("return window.playground.shown")
+        Select(d.find_element(By.ID, "method")).select_by_value(method)
+        settle(d, shown)
+        state = d.execute_script("return [window.playground.error, window.playground.lastRequest.method, "
+                                 "Array.from(document.querySelectorAll('#params .knob')).map(k => k.dataset.name)]")
+        assert state[:2] == [None, method]
+        assert state[2] == [p["name"] for p in METHODS[method]["params"]]
+    errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
+
+
+@needs_browser
+@pytest.mark.slow
 def test_page_curves_button(page, net):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
     d = page
+    if d.find_element(By.ID, "method").get_attribute("value") != "preset:EpsilonPlusFlat":
+        shown = d.execute_script("return window.playground.shown")
+        Select(d.find_element(By.ID, "method")).select_by_value("preset:EpsilonPlusFlat")
+        settle(d, shown)
     Select(d.find_element(By.ID, "perturbation")).select_by_value("uniform")
     d.find_element(By.ID, "run-curves").click()
     wait_for(d, "window.playground.curves && window.playground.curvesRequest.perturbation === 'uniform'", 60)
@@ -539,7 +595,7 @@ def test_page_curves_button(page, net):
     assert width > 300 and rows == 3
     pixels = np.frombuffer(base64.b64decode(req["pixels"]), np.uint8).reshape(1, 28, 28)
     x = net.preprocess(pixels)
-    assert req["method"].startswith(("rule:", "preset:"))
+    assert req["method"] == "preset:EpsilonPlusFlat"
     R, _ = expected_lrp(net, x, req["method"], req["params"], req.get("pixel_rule", "same"),
                         req.get("maxpool", "split"), req.get("target"))
     for ordering in ("morf", "lerf", "random"):
@@ -557,7 +613,7 @@ def test_page_shows_the_servers_refusal_and_recovers(page, tmp_path):
     field = d.find_element(By.CSS_SELECTOR, "#params .knob[data-name=gamma] input[type=number]")
     field.clear()
     field.send_keys("-2")
-    wait_for(d, "window.playground.settled() && window.playground.error", 60)
+    wait_for(d, "window.playground.settled() && (window.playground.error || '').includes('-2')", 60)
     box = d.find_element(By.ID, "error")
     assert box.is_displayed() and "gamma = -2 is out of range" in box.text
     shown = d.execute_script("return window.playground.shown")
@@ -577,7 +633,7 @@ def test_page_shows_the_servers_refusal_and_recovers(page, tmp_path):
     assert "inverted" in d.find_element(By.ID, "upload-note").text
     state = page_state(d)
     assert state["pixels"] == state["current"]
-    want, _ = read_picture(str(path), (1, 28, 28))
+    want, _ = read_image_file(str(path), (1, 28, 28))
     got = np.frombuffer(base64.b64decode(state["pixels"]), np.uint8).reshape(1, 28, 28)
     assert np.array_equal(got, np.round(want * 255).astype(np.uint8))
     # a corrupt upload: the page says what the server said

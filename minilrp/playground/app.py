@@ -35,9 +35,8 @@ import numpy as np
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import MinilrpError
-from ..models.data import available_models, load_model, load_samples
-from ..models.pictures import read_picture
+from .. import MinilrpError, available_models, load_model, load_samples
+from ..models.image_files import read_image_file
 from . import compute
 from .settings import BadRequest, catalogue, encode_pixels, parse
 
@@ -121,6 +120,8 @@ class Playground:
         self._guard = threading.Lock()
 
     def worker(self, model, purpose="live") -> Worker:
+        if model is None:
+            raise BadRequest("missing field 'model'")
         if not isinstance(model, str) or model not in self.sources:
             raise BadRequest(f"unknown model {model!r}; models: {', '.join(self.sources)}")
         with self._guard:
@@ -141,7 +142,7 @@ class Playground:
         def job(net):
             blank = encode_pixels(np.zeros(net.input_shape, np.uint8))
             return compute.explain(net, parse({"model": model, "pixels": blank,
-                                               "method": "preset:EpsilonGammaBox"}, lambda name: net))
+                                               "method": "preset:EpsilonGammaBox"}, net))
         return self.worker(model).submit(job)
 
     def samples(self):
@@ -255,7 +256,7 @@ def create_app(files=None, bundled=True, trusted_hosts=LOOPBACK) -> Flask:
         if not data:
             raise BadRequest("empty upload: send the picture file as the request body")
         name = request.args.get("name", "upload")[:100]
-        a, note = read_picture(io.BytesIO(data), tuple(info["input_shape"]), name=name)
+        a, note = read_image_file(io.BytesIO(data), tuple(info["input_shape"]), name=name)
         return jsonify(pixels=encode_pixels(np.round(a * 255).astype(np.uint8)), note=note)
 
     def body():
@@ -275,7 +276,7 @@ def create_app(files=None, bundled=True, trusted_hosts=LOOPBACK) -> Flask:
         t0 = time.perf_counter()
 
         def job(net):
-            s = parse(b, lambda name: net, curves=False)
+            s = parse(b, net, curves=False)
             if not state.coalescer.is_latest(s.client, s.seq):
                 return {"superseded": True, "seq": s.seq}
             t1 = time.perf_counter()
@@ -290,7 +291,7 @@ def create_app(files=None, bundled=True, trusted_hosts=LOOPBACK) -> Flask:
     def curves():
         b = body()
         out = state.worker(b.get("model"), "curves").run(
-            lambda net: compute.curves(net, parse(b, lambda name: net, curves=True)))
+            lambda net: compute.curves(net, parse(b, net, curves=True)))
         return jsonify(out)
 
     return app

@@ -38,7 +38,7 @@ def parse(argv=None):
 def model_files(paths) -> dict:
     """Check the weight files given on the command line (each must load and take images) ->
     {display name: path}; names are the file stems, made unique."""
-    from ..models.data import available_models, load_model
+    from .. import available_models, load_model
     files = {}
     for path in paths:
         if not os.path.isfile(path):
@@ -58,13 +58,17 @@ def serve(app, host, port):
     """A threaded HTTP server for ``app`` (werkzeug); ``.server_port`` is the port it got.
     The address is tried first, so that a busy port gets this command's one-line error
     (werkzeug would print its own and exit)."""
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args):  # one line per slider move is noise; errors still print
+            pass
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds
             probe.bind((host, port))
-        return make_server(host, port, app, threaded=True)
+        return make_server(host, port, app, threaded=True, request_handler=Quiet)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise MinilrpError(f"port {port} on {host} is in use: choose another with --port (0: any free)") from None
@@ -90,10 +94,11 @@ def main(argv=None) -> int:
     args = parse(argv)
     try:
         try:
-            import flask  # noqa: F401
-        except ImportError:
+            from .app import LOOPBACK, create_app
+        except ModuleNotFoundError as e:
+            if e.name not in ("flask", "werkzeug"):
+                raise
             raise MinilrpError("the playground needs Flask: pip install 'minilrp[playground]'") from None
-        from .app import LOOPBACK, create_app
         if not 0 <= args.port <= 65535:
             raise MinilrpError(f"--port {args.port} is not a port number (0..65535)")
         files = model_files(args.model)

@@ -15,9 +15,8 @@ import math
 
 import numpy as np
 
-from ..engine.layers import Flatten
-from ..evaluate import perturbation as P
-from ..pictures import plots, render, report
+from .. import Flatten, plots, render, report
+from .. import perturbation as P
 from .settings import Settings
 
 ORDERINGS = {"morf": "MoRF (most relevant first)", "lerf": "LeRF (least relevant first)", "random": "random"}
@@ -102,7 +101,8 @@ def explain(net, s: Settings) -> dict:
         "method": s.method, "signed": signed,
         "heatmap": {"png": png_uri(rgb[0]), "overlay": png_uri(render.overlay(picture, rgb)[0]),
                     "colour_bar": colour_bar(signed), "scale": scale, "values": floats(m[0]),
-                    "sum": float(np.sum(R[0]))},
+                    "sum": float(np.sum(R[0])), "positive": float(np.sum(R[0], where=R[0] > 0)),
+                    "negative": float(np.sum(R[0], where=R[0] < 0))},
         "input": png_uri(picture[0]),
     }
     if s.spec["kind"] != "sa":

@@ -20,11 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine.layers import Conv2d, Dense, MaxPool2d
-from ..errors import MinilrpError
-from ..explain import sensitivity
-from ..explain.composites import PRESETS, Composite, get_composite
-from ..explain.rules import LRP0, AlphaBeta, Epsilon, Flat, Gamma, Proportional, WinnerTakeAll, WSquare, ZBox, ZPlus
+from .. import (LRP0, PRESETS, AlphaBeta, Composite, Conv2d, Dense, Epsilon, Flat, Gamma, MaxPool2d,
+               MinilrpError, Proportional, WinnerTakeAll, WSquare, ZBox, ZPlus, get_composite, sensitivity)
 
 
 class BadRequest(MinilrpError):
@@ -144,19 +141,17 @@ class Settings:
     def composite(self) -> Composite:
         """The LRP composite this request names (MinilrpError from the rules go to 400)."""
         m, p = self.spec, dict(self.params)
-        if m["kind"] == "rule":
-            if "alpha" in p:
-                p["beta"] = p["alpha"] - 1
+        if "alpha" in p:  # minilrp's convention, alpha - beta = 1
+            p["beta"] = p["alpha"] - 1
+        if m["kind"] == "preset":
+            comp = get_composite(m["factory"], **p)
+        else:
             bounds = {k: p.pop(k) for k in ("low", "high") if k in p}
             first = None
             if self.pixel_rule != "same":
                 pixel = PIXEL_RULES[self.pixel_rule]
                 first = ((Conv2d, Dense), pixel(**bounds) if pixel is ZBox else pixel())
             comp = Composite(self.method, default=m["factory"](**p), first=first)
-        else:
-            if "alpha" in p:
-                p["beta"] = p["alpha"] - 1
-            comp = get_composite(m["factory"], **p)
         comp.maxpool = MAXPOOL[self.maxpool]()  # a fresh composite: set its max-pool rule
         return comp
 
@@ -183,9 +178,10 @@ def _number(name, value, spec):
     return value
 
 
-def parse(body, nets, curves=False) -> Settings:
-    """Check a request body (a dict from JSON) against the catalogue and the network
-    ``nets(name)`` it names. Raises BadRequest naming the first problem."""
+def parse(body, net, curves=False) -> Settings:
+    """Check a request body (a dict from JSON) against the catalogue and the network ``net``
+    it names (the caller looks it up by body["model"]). Raises BadRequest naming the first
+    problem."""
     if not isinstance(body, dict):
         raise BadRequest("the request must be a JSON object")
     unknown = sorted(set(body) - FIELDS)
@@ -196,7 +192,6 @@ def parse(body, nets, curves=False) -> Settings:
             raise BadRequest(f"missing field {key!r}")
         if not isinstance(body[key], str):
             raise BadRequest(f"field {key!r} must be a string")
-    net = nets(body["model"])
     s = Settings(model=body["model"], pixels=decode_pixels(body["pixels"], net.input_shape), method=body["method"])
     if s.method not in METHODS:
         raise BadRequest(f"unknown method {s.method!r}; methods: {', '.join(METHODS)}")

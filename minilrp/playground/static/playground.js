@@ -126,7 +126,8 @@ async function draw(out, s) {
   const what = s.method.startsWith("sa:") ? s.method.slice(3) : "LRP relevance";
   $("heat-note").textContent = `${what} for class “${classes[out.target]}”` +
     (out.target === out.predicted ? " (predicted)" : "") +
-    `: sum ${fmt(h.sum)}; ${out.signed ? "red positive, blue negative, symmetric about zero" : "sequential from zero"}.`;
+    `: sum ${fmt(h.sum)}` + (out.signed ? ` (positive +${fmt(h.positive)}, negative ${fmt(h.negative)})` : "") +
+    `; ${out.signed ? "red positive, blue negative, symmetric about zero" : "sequential from zero"}.`;
   // layers and ledger (LRP only)
   const lrp = Boolean(out.layers);
   $("layers-panel").hidden = !lrp;
@@ -245,8 +246,8 @@ $("upload").onchange = async () => {
 
 // ------------------------------------------------------------------ the knobs
 function knob(spec, values, onchange) {
-  // A slider with a number field beside it (floats and ints), a checkbox (bools), or a
-  // number field that may stay empty (z^B bounds: empty = the model's valid range).
+  // A slider with a number field beside it (floats and ints with a slider range), a
+  // checkbox (bools), or a number field alone (z^B bounds may stay empty: the model's range).
   const div = document.createElement("div");
   div.className = "knob";
   div.dataset.name = spec.name;
@@ -268,8 +269,10 @@ function knob(spec, values, onchange) {
   field.type = "number";
   field.name = spec.name;
   field.step = "any";
-  if (spec.kind === "bound") {
-    field.placeholder = `model: ${pg.options[spec.name === "low" ? "input_low" : "input_high"].map(fmt).join(", ")}`;
+  if (!spec.slider) {  // a number field alone: z^B bounds (empty = the model's range), seeds
+    if (spec.kind === "bound") {
+      field.placeholder = `model: ${pg.options[spec.name === "low" ? "input_low" : "input_high"].map(fmt).join(", ")}`;
+    }
     field.value = values[spec.name] === null ? "" : values[spec.name];
     field.oninput = () => { values[spec.name] = field.value === "" ? null : Number(field.value); onchange(); };
     div.append(field);
@@ -326,8 +329,8 @@ function buildKnobs() {
     : m.signed ? "A gradient method, signed: red where raising the pixel raises the score." : "A gradient method, unsigned.";
 }
 
-$("method").onchange = () => { buildKnobs(); schedule(); };
-$("pixel_rule").onchange = () => { buildKnobs(); schedule(); };
+$("method").onchange = () => { try { buildKnobs(); schedule(); } catch (e) { showError(e.message); } };
+$("pixel_rule").onchange = () => { try { buildKnobs(); schedule(); } catch (e) { showError(e.message); } };
 $("maxpool").onchange = schedule;
 $("target").onchange = schedule;
 $("heatmap").addEventListener("mousemove", hover);
@@ -390,7 +393,7 @@ $("model").onchange = () => selectModel($("model").value).catch((e) => showError
 (async () => {
   try {
     const m = await api("/api/models");
-    $("model").innerHTML = m.models.map((n) => `<option>${escapeHtml(n)}</option>`).join("");
+    $("model").innerHTML = m.models.map((n) => `<option value="${escapeHtml(n)}">${escapeHtml(n)}</option>`).join("");
     $("model").value = m.models.includes("fmnist-cnn") ? "fmnist-cnn" : m.default;
     await selectModel($("model").value);
   } catch (e) { showError(e.message); }

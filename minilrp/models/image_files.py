@@ -1,4 +1,4 @@
-"""A user's picture file (PNG, JPEG, ...) to a network's input size and channels.
+"""A user's image file (PNG, JPEG, ...) to a network's input size and channels.
 
 Shared by ``python -m minilrp.demo --images my.png`` and the playground's upload. Pillow
 decodes; the size is checked before any pixel is decoded, so a small file that claims a huge
@@ -15,7 +15,7 @@ from ..errors import MinilrpError
 MAX_PIXELS = 40_000_000  # width x height a picture may claim (a 40 Mpx photo still loads)
 
 
-def read_picture(source, input_shape, name=None, max_pixels=MAX_PIXELS):
+def read_image_file(source, input_shape, name=None, max_pixels=MAX_PIXELS):
     """source: a path or a binary file object (``name`` names it in messages); input_shape: the network's (C, H, W) with
     C = 1 (grey) or 3 (RGB). -> (pixels (C, H, W) float64 in [0, 1], a note of what was done).
 
