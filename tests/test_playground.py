@@ -172,6 +172,7 @@ def test_sa_explanation_matches_sensitivity(client, net, samples, name, params):
     assert np.abs(png(out["heatmap"]["png"]).astype(int) - np.round(colours[0] * 255)).max() <= 1
 
 
+@pytest.mark.slow
 def test_every_method_of_the_catalogue_runs_on_every_bundled_model(client, samples):
     for model in minilrp.available_models():
         for method in METHODS:
@@ -220,6 +221,7 @@ def test_the_gamma_lesson_says_what_the_page_shows(client, samples):
     assert -np.minimum(heat(0.25, second)[1], 0).sum() > 0.05 * np.abs(heat(0.25, second)[1]).sum()
 
 
+@pytest.mark.slow
 def test_the_gamma_lessons_table_comes_from_its_code():
     """The lesson's table is what its code block prints (float64, the first 16 test images)."""
     from pathlib import Path
@@ -242,6 +244,40 @@ def test_perturbation_curves_match_the_library(client, net, samples):
         assert len(out["curves"][ordering]) == 49 + 1
     assert out["aopc"]["morf"] > out["aopc"]["random"] > out["aopc"]["lerf"]
     assert png(out["png"]).shape[0] > 200  # the plot
+
+
+def test_a_colour_model_from_a_weight_file(tmp_path, rng):
+    """A user's RGB model (not 28x28): no samples, pixels C x H x W, uploads in colour, and
+    the explanation is the library's."""
+    from minilrp import Flatten, MaxPool2d, Network, ReLU
+    layers = [Conv2d(3, 4, 3, padding=1, weight=rng.normal(size=(4, 3, 3, 3)), bias=rng.normal(size=4) * 0.1),
+              ReLU(), MaxPool2d(2), Flatten(), Dense(4 * 6 * 5, 3, weight=rng.normal(size=(3, 120)) * 0.2,
+                                                      bias=np.zeros(3))]
+    mine = Network(layers, (3, 12, 10), classes=["red", "green", "blue"], name="rgb", mean=[0.5] * 3, std=[0.25] * 3)
+    path = tmp_path / "rgb.npz"
+    minilrp.save(path, mine)
+    net = minilrp.load_model(str(path))
+    app = create_app({"rgb": str(path)}, bundled=False)
+    try:
+        c = app.test_client()
+        o = c.get("/api/options?model=rgb").get_json()
+        assert o["samples"] == 0 and o["input_shape"] == [3, 12, 10] and o["classes"] == ["red", "green", "blue"]
+        r = c.get("/api/sample?model=rgb&index=0")
+        assert r.status_code == 400 and "draw or upload instead" in r.get_json()["error"]
+        photo = np.zeros((24, 20, 3), np.uint8)
+        photo[..., 0] = 200  # a red picture stays red: no inversion for colour models
+        up = c.post("/api/image?model=rgb", data=picture_bytes(photo)).get_json()
+        pixels = np.frombuffer(base64.b64decode(up["pixels"]), np.uint8).reshape(3, 12, 10)
+        assert (pixels[0] == 200).all() and (pixels[1:] == 0).all()
+        out = c.post("/api/explain", json={"model": "rgb", "pixels": up["pixels"], "method": "rule:Gamma",
+                                           "params": {"gamma": 0.5}, "pixel_rule": "zbox"}).get_json()
+        x = net.preprocess(pixels[None])
+        R = net.relevance(x, Composite("g", default=Gamma(0.5), first=((Conv2d, Dense), ZBox())))
+        np.testing.assert_allclose(floats(out["heatmap"]["values"]), R[0].sum(axis=0), rtol=1e-4,
+                                   atol=1e-5 * np.abs(R).max())
+        assert c.get("/api/options?model=fmnist-cnn").status_code == 400  # only the file was offered
+    finally:
+        app.extensions["playground"].close()
 
 
 # ---------------------------------------------------------------------------- refusals
@@ -398,6 +434,7 @@ def test_requests_queued_behind_a_running_one_coalesce_to_the_latest(app, sample
     assert "heatmap" in results[("page-b", 1)]  # another page is not coalesced with page-a
 
 
+@pytest.mark.slow
 def test_two_threads_explaining_at_once_get_what_each_gets_alone(app, samples, net):
     """The live and curves workers own separate network copies: running both at once on the
     same model gives each the results it gives alone."""
@@ -516,7 +553,7 @@ def check_page_against_library(state, net, composite):
 
 @needs_browser
 @pytest.mark.slow
-def test_page_draw_change_rule_and_slider(page, net):
+def test_page_draw_change_rule_and_slider(page, net, samples):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -535,6 +572,29 @@ def test_page_draw_change_rule_and_slider(page, net):
     state = page_state(d)
     drawn, probs_drawn = check_page_against_library(state, net, "EpsilonGammaBox")
     assert not np.allclose(drawn, before) and not np.allclose(probs_drawn, probs_before)
+
+    def ink(state):
+        return np.frombuffer(base64.b64decode(state["pixels"]), np.uint8).astype(int).sum()
+
+    # the eraser takes part of the stroke away; clear empties the canvas; load brings a sample
+    d.find_element(By.ID, "eraser").click()
+    shown = state["shown"]
+    ActionChains(d).move_to_element_with_offset(canvas, -100, -80).click_and_hold() \
+        .move_by_offset(60, 40).release().perform()
+    settle(d, shown)
+    erased = page_state(d)
+    assert 0 < ink(erased) < ink(state)
+    check_page_against_library(erased, net, "EpsilonGammaBox")
+    d.find_element(By.ID, "pen").click()
+    shown = erased["shown"]
+    d.find_element(By.ID, "clear").click()
+    settle(d, shown)
+    assert ink(page_state(d)) == 0
+    shown = page_state(d)["shown"]
+    d.find_element(By.ID, "load-sample").click()
+    settle(d, shown)
+    state = page_state(d)
+    assert state["pixels"] == b64(samples[0][0][None]) and "Ankle boot" in d.find_element(By.ID, "sample-label").text
 
     # another rule, then its slider moved with the keyboard as a person would
     shown = state["shown"]

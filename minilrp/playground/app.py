@@ -38,7 +38,7 @@ from werkzeug.exceptions import HTTPException
 from .. import MinilrpError, available_models, load_model, load_samples
 from ..models.image_files import read_image_file
 from . import compute
-from .settings import BadRequest, catalogue, encode_pixels, parse
+from .settings import BadRequest, catalogue, client_of, encode_pixels, parse
 
 MAX_UPLOAD = 8 << 20  # bytes: the largest request body (a picture upload)
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -270,9 +270,7 @@ def create_app(files=None, bundled=True, trusted_hosts=LOOPBACK) -> Flask:
     @app.post("/api/explain")
     def explain():
         b = body()
-        client, seq = b.get("client"), b.get("seq", 0)
-        if isinstance(client, str) and isinstance(seq, int):  # checked fully by parse
-            state.coalescer.arrive(client, seq)
+        state.coalescer.arrive(*client_of(b))  # before queueing: overtakes older requests
         t0 = time.perf_counter()
 
         def job(net):

@@ -82,7 +82,7 @@ def _layer_maps(net, rows):
             F = R.shape[1]
             cols = math.ceil(math.sqrt(F))
             R = np.pad(R, ((0, 0), (0, cols * math.ceil(F / cols) - F))).reshape(len(R), -1, cols)
-        m, rgb, scale = _colour(R, True)
+        _, rgb, scale = _colour(R, True)
         out.append({"index": i, "layer": r["layer"], "rule": r["rule"], "shape": list(shape),
                     "sum": float(R[0].sum()), "scale": scale, "png": png_uri(rgb[0])})
     return out
@@ -103,7 +103,6 @@ def explain(net, s: Settings) -> dict:
                     "colour_bar": colour_bar(signed), "scale": scale, "values": floats(m[0]),
                     "sum": float(np.sum(R[0])), "positive": float(np.sum(R[0], where=R[0] > 0)),
                     "negative": float(np.sum(R[0], where=R[0] < 0))},
-        "input": png_uri(picture[0]),
     }
     if s.spec["kind"] != "sa":
         rows = net.ledger.rows

@@ -102,15 +102,14 @@ METHODS = _methods()
 
 def catalogue(net) -> dict:
     """What the page builds its controls from, for one network: methods and their knobs,
-    pixel-layer and max-pool choices, perturbations, classes, input shape and range."""
+    max-pool choices (none without a max pool), fills, classes, input shape and range."""
     has_maxpool = any(isinstance(layer, MaxPool2d) for layer in net.layers)
     return {
         "methods": [{"id": k, **{f: v for f, v in m.items() if f != "factory"}} for k, m in METHODS.items()],
-        "pixel_rules": list(PIXEL_RULES), "maxpool": list(MAXPOOL) if has_maxpool else [],
+        "maxpool": list(MAXPOOL) if has_maxpool else [],
         "perturbations": PERTURBATIONS,
         "classes": net.classes, "input_shape": list(net.input_shape),
         "input_low": net.input_low.tolist(), "input_high": net.input_high.tolist(),
-        "mean": net.mean.tolist(), "std": net.std.tolist(),
     }
 
 
@@ -227,18 +226,23 @@ def parse(body, net, curves=False) -> Settings:
         s.perturbation = body.get("perturbation", "uniform")
         if s.perturbation not in PERTURBATIONS:
             raise BadRequest(f"unknown perturbation {s.perturbation!r}; choose {', '.join(PERTURBATIONS)}")
-    client, seq = body.get("client"), body.get("seq", 0)
-    if client is not None and (not isinstance(client, str) or not 0 < len(client) <= 64):
-        raise BadRequest("client must be a string of 1 to 64 characters")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise BadRequest(f"seq must be a non-negative integer, got {seq!r}")
-    s.client, s.seq = client, seq
+    s.client, s.seq = client_of(body)
     if s.spec["kind"] != "sa":
         try:  # a bad combination (alpha-beta convention, a rule on the wrong layer) fails here
             s.composite().rules(net)
         except MinilrpError as e:
             raise BadRequest(str(e)) from None
     return s
+
+
+def client_of(body):
+    """The page a request comes from and its number: (client str or None, seq int >= 0)."""
+    client, seq = body.get("client"), body.get("seq", 0)
+    if client is not None and (not isinstance(client, str) or not 0 < len(client) <= 64):
+        raise BadRequest("client must be a string of 1 to 64 characters")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise BadRequest(f"seq must be a non-negative integer, got {seq!r}")
+    return client, seq
 
 
 def decode_pixels(text, input_shape) -> np.ndarray:
