@@ -631,6 +631,10 @@ def test_page_every_method_builds_its_knobs_and_draws(page):
                                  "Array.from(document.querySelectorAll('#params .knob')).map(k => k.dataset.name)]")
         assert state[:2] == [None, method]
         assert state[2] == [p["name"] for p in METHODS[method]["params"]]
+        kind = METHODS[method]["kind"]
+        assert d.find_element(By.ID, "pixel-rule-field").is_displayed() == (kind == "rule")
+        assert d.find_element(By.ID, "maxpool-field").is_displayed() == (kind != "sa")
+        assert d.find_element(By.ID, "ledger-panel").is_displayed() == (kind != "sa")
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
 
