@@ -22,6 +22,7 @@ from minilrp import (AlphaBeta, Composite, Conv2d, Dense, Epsilon, Gamma, Propor
                      WinnerTakeAll, ZBox, get_composite, perturbation, render, sensitivity)
 from minilrp.models.image_files import read_image_file  # noqa: E402
 from minilrp.playground.app import create_app  # noqa: E402
+from minilrp.playground.browser import chromium, find_chromium, wait_for  # noqa: E402
 from minilrp.playground.cli import serving  # noqa: E402
 from minilrp.playground.settings import METHODS  # noqa: E402
 
@@ -502,8 +503,6 @@ def test_cli_serves_on_localhost_and_reports_a_busy_port(tmp_path):
 
 
 # ---------------------------------------------------------------------------- in a real browser
-from minilrp.playground.browser import chromium, find_chromium, wait_for  # noqa: E402
-
 needs_browser = pytest.mark.skipif(not all(find_chromium()), reason="no Chromium/chromedriver installed")
 
 

@@ -326,7 +326,7 @@ function buildKnobs() {
   $("maxpool-field").hidden = m.kind === "sa" || !pg.options.maxpool.length;
   $("method-note").textContent = m.kind === "rule" ? "One rule on every dense and conv layer (and optionally another at the pixel layer)."
     : m.kind === "preset" ? "A composite: a rule per layer type, as its name says (see the ledger for which)."
-    : m.signed ? "A gradient method, signed: red where raising the pixel raises the score." : "A gradient method, unsigned.";
+    : m.signed ? "A gradient method, signed: red positive, blue negative." : "A gradient method, never negative: sequential colours from zero.";
 }
 
 $("method").onchange = () => { try { buildKnobs(); schedule(); } catch (e) { showError(e.message); } };
