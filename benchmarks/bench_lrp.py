@@ -1,7 +1,9 @@
 """LRP and SA speed against Zennit (PyTorch CPU, 2 threads) and autograd, same weights,
 same run: EpsilonGammaBox and EpsilonPlusFlat on the bundled LeNet CNN at batch 1 and
 1000, and on a VGG-16-shaped network (random weights, 224x224, batch 1); the SA gradient
-likewise. Both start from the target logit times one-hot."""
+likewise. Both start from the target logit times one-hot. LRP runs minilrp's fast path
+("minilrp") and its readable reference path ("minilrp-reference", fast=False): the ratio
+between the two is what the speed machinery of minilrp/fast/ buys."""
 import numpy as np
 import pytest
 
@@ -58,13 +60,19 @@ def autograd_runner(net, x):
 
 # impl varies fastest: minilrp and its peer run back to back on the same case, and at
 # batch 1 each runs about 3 s, so both medians span the same machine phases
-@pytest.mark.parametrize("impl", ["minilrp", "zennit"])
+def lrp_runner(impl, net, x, preset):
+    if impl == "zennit":
+        return zennit_runner(net, x, preset)
+    return lambda: net.relevance(x, preset, fast=impl == "minilrp")
+
+
+@pytest.mark.parametrize("impl", ["minilrp", "minilrp-reference", "zennit"])
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("n", [1, 1000])
 def test_lenet_lrp(benchmark, impl, n, preset, lenet, lenet_x):
     benchmark.group = f"LRP {preset}: LeNet, batch {n}"
     x = lenet_x[:n]
-    fn = (lambda: lenet.relevance(x, preset)) if impl == "minilrp" else zennit_runner(lenet, x, preset)
+    fn = lrp_runner(impl, lenet, x, preset)
     median_run(benchmark, fn, rounds=None if n == 1 else 7, seconds=3 if n == 1 else None)
 
 
@@ -78,11 +86,11 @@ def test_lenet_gradient(benchmark, impl, n, lenet, lenet_x):
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("impl", ["minilrp", "zennit"])
+@pytest.mark.parametrize("impl", ["minilrp", "minilrp-reference", "zennit"])
 def test_vgg16_lrp(benchmark, impl, preset, vgg):
     benchmark.group = f"LRP {preset}: VGG-16-shaped, batch 1"
     net, x = vgg
-    fn = (lambda: net.relevance(x, preset)) if impl == "minilrp" else zennit_runner(net, x, preset)
+    fn = lrp_runner(impl, net, x, preset)
     median_run(benchmark, fn, rounds=5)
 
 

@@ -1,5 +1,6 @@
-"""Print ratio tables from a pytest-benchmark JSON file: for every group, each
-implementation's median and its ratio to the peer measured in the same run.
+"""Print ratio tables from a pytest-benchmark JSON file: for every group, each minilrp
+implementation's median (the fast path "minilrp", and "minilrp-reference" where measured) and
+its ratio to the peer measured in the same run.
 
     python benchmarks/report.py /tmp/bench.json
 """
@@ -15,18 +16,16 @@ def main(path):
         groups.setdefault(b["group"], {})[impl] = b["stats"]["median"]
     print(f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, "
           f"{data['datetime']}, python {data['machine_info']['python_version']}")
-    print("| benchmark | minilrp median | peer | peer median | ratio (minilrp / peer) |")
-    print("|---|---:|---|---:|---:|")
+    print("| benchmark | minilrp | median | peer | peer median | ratio (minilrp / peer) |")
+    print("|---|---|---:|---|---:|---:|")
     for group in sorted(groups):
         impls = groups[group]
-        mine = impls.get("minilrp")
-        for peer, t in sorted(impls.items()):
-            if peer == "minilrp":
-                continue
-            ratio = f"{mine / t:.2f}" if mine else "-"
-            print(f"| {group} | {fmt(mine)} | {peer} | {fmt(t)} | {ratio} |")
-        if len(impls) == 1 and mine:
-            print(f"| {group} | {fmt(mine)} | - | - | - |")
+        mine = {k: v for k, v in sorted(impls.items()) if k.startswith("minilrp")}
+        peers = {k: v for k, v in sorted(impls.items()) if not k.startswith("minilrp")} or {"-": None}
+        for impl, t_mine in mine.items():
+            for peer, t in peers.items():
+                ratio = f"{t_mine / t:.2f}" if t else "-"
+                print(f"| {group} | {impl} | {fmt(t_mine)} | {peer} | {fmt(t)} | {ratio} |")
 
 
 def fmt(t):

@@ -19,7 +19,7 @@ import torch
 from numba import njit, prange
 
 from minilrp import kernels
-from minilrp.engine.kernels import _buffer, _chunk, conv_output_size, im2col
+from minilrp.engine.kernels import _chunk, conv_output_size, im2col
 
 torch.set_num_threads(2)
 
@@ -36,8 +36,8 @@ def conv2d_direct(x, w, b, stride=1, pad=0):
     out = np.empty((N, Co, Ho, Wo), x.dtype)
     o3 = out.reshape(N, Co, L)
     nb = _chunk(N, CKK * L, x.itemsize)
-    colbuf = _buffer("cols", CKK * nb * L, x.dtype)
-    resbuf = _buffer("res", Co * nb * L, x.dtype) if nb > 1 else None
+    colbuf = np.empty(CKK * nb * L, x.dtype)
+    resbuf = np.empty(Co * nb * L, x.dtype) if nb > 1 else None
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
         cols = colbuf[:CKK * m * L].reshape(CKK, m * L)

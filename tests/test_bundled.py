@@ -32,6 +32,7 @@ def samples():
     return images, labels
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_logits_match_pytorch(name, reference, samples):
     images, _ = samples
@@ -46,6 +47,7 @@ def test_logits_match_pytorch(name, reference, samples):
     np.testing.assert_allclose(out64, ref64, rtol=1e-10, atol=1e-10 * np.abs(ref64).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_stated_accuracy(name, reference, samples):
     images, labels = samples
@@ -60,11 +62,13 @@ def test_stated_accuracy(name, reference, samples):
         assert key in net.provenance
 
 
+@pytest.mark.slow
 def test_demo_runs():
     out = subprocess.run([sys.executable, "-m", "minilrp.demo", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--model" in out.stdout
 
 
+@pytest.mark.slow
 def test_non_editable_install_ships_the_data(tmp_path):
     """The built package (pip install ., not editable) carries the weights and samples."""
     root = Path(__file__).resolve().parents[1]

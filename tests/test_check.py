@@ -272,6 +272,7 @@ def test_bad_student_file_reported_cleanly(tmp_path, kind, capsys):
     assert message in text, text
 
 
+@pytest.mark.slow
 def test_endless_loop_times_out(tmp_path, monkeypatch):
     monkeypatch.setattr(check, "TIMEOUT", 0.5)
     path = tmp_path / "student.py"
@@ -306,6 +307,7 @@ def cli(*args):
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_python_dash_m(tmp_path):
     """The real command, in a subprocess: exit 0 when all pass, 1 when a check fails."""
     p = subprocess.run([sys.executable, "-m", "minilrp.check", "aopc", str(SOLUTIONS / "aopc.py")],

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# every test runs the demo in a subprocess (about half a second each, more for the full demo)
+pytestmark = pytest.mark.slow
 DEMO = [sys.executable, "-m", "minilrp.demo"]
 
 

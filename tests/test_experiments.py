@@ -15,6 +15,7 @@ needs_model = pytest.mark.skipif("fmnist-cnn" not in available_models(),
 
 
 @needs_model
+@pytest.mark.slow
 def test_quick_run_writes_tables_figures_and_verdicts(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["perturbation", "--quick", "--n-images", "8", "--out", str(out), "--no-progress"]) == 0

@@ -269,6 +269,7 @@ def vgg16_torch(torch):
     return m.eval()
 
 
+@pytest.mark.slow
 def test_vgg16_state_dict_layout_is_torchvision(vgg16_torch):
     keys = {k: tuple(v.shape) for k, v in vgg16_torch.state_dict().items()}
     assert len(keys) == 32 and keys["features.28.weight"] == (512, 512, 3, 3)
@@ -281,6 +282,7 @@ def test_vgg16_state_dict_layout_is_torchvision(vgg16_torch):
     assert keys == ref
 
 
+@pytest.mark.slow
 def test_vgg16_logits_match_pytorch(torch, vgg16_torch):
     net = from_torch(vgg16_torch, (3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)
     x = imagenet_input(1, (3, 224, 224))
@@ -610,6 +612,7 @@ def test_onnx_bad_file(onnx, tmp_path):
         from_onnx(tmp_path / "missing.onnx")
 
 
+@pytest.mark.slow
 def test_torch_and_onnx_are_imported_lazily():
     code = ("import sys, minilrp, minilrp.models.importers, minilrp.convert; "
             "print(any(m in sys.modules for m in ('torch', 'onnx', 'onnxruntime')))")
@@ -636,6 +639,7 @@ def cli_inproc(capsys, *args):
     return subprocess.CompletedProcess(args, code, out, err)
 
 
+@pytest.mark.slow
 def test_cli_state_dict_with_bundled_architecture(torch, tmp_path):
     from minilrp.models.importers import fmnist_model
     m = fmnist_model("fmnist-cnn").eval()
@@ -683,6 +687,7 @@ def test_cli_pickled_model_needs_trust(torch, tmp_path, capsys):
     ("garbage", r"garbage\.pt: not a readable PyTorch file"),
     ("bad_shape", r"--input-shape must be comma-separated integers"),
 ])
+@pytest.mark.slow
 def test_cli_errors_are_one_line(torch, tmp_path, capsys, case, match):
     import re
     sd = tmp_path / "sd.pt"

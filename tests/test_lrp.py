@@ -59,10 +59,10 @@ def test_ledger_accounts_for_every_share(rng):
     assert "entering" in table and "AlphaBeta" in table and len(table.splitlines()) == len(net.layers) + 2
 
 
-def test_ledger_sums_kept_relevance_when_read(rng):
-    """Small internal relevance arrays are summed when the ledger is read: the same sums as
-    summing every layer's relevance during the call (keep=True), and a caller changing the
-    returned heatmap afterwards does not change the ledger."""
+def test_ledger_sums_do_not_follow_later_changes(rng):
+    """The ledger's sums are those of every layer's relevance (kept with keep=True), and a
+    caller changing the returned heatmap afterwards does not change them (the MLP's heatmap
+    is a view of its first Dense layer's relevance)."""
     from minilrp import load_model, load_samples
     # the MLP starts with Flatten: its heatmap is a view of the first Dense layer's relevance
     mlp = load_model("fmnist-mlp").astype(np.float64)
@@ -129,7 +129,7 @@ def test_bad_arguments(rng):
         net.relevance(x, "Nope")
     with pytest.raises(MinilrpError, match="cannot serve"):
         net.relevance(x, Composite("bad", by_index={2: Epsilon()}))
-    with pytest.raises(MinilrpError, match="ZBox serves the pixel layer"):
+    with pytest.raises(MinilrpError, match="ZBox needs bounds.*pixel layer"):
         net.relevance(x, Composite("bad", by_index={3: ZBox()}))
     with pytest.raises(MinilrpError, match="bad parameters"):
         get_composite("EpsilonPlus", gamma=3)

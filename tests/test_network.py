@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, MinilrpError, Network, ReLU, load_model, load_samples
+from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, MinilrpError, Network, ReLU
 from conftest import finite_difference
 
 
@@ -125,45 +125,3 @@ def test_preprocess(rng):
     np.testing.assert_allclose(net.input_high, [2.0])
     with pytest.raises(MinilrpError, match="do not fit"):
         net.preprocess(np.zeros((1, 3, 3), np.uint8))
-
-
-def test_forward_with_gives_the_output_and_the_rule_product(rng):
-    """Network.relevance's forward also computes P = a w+ for z+/alpha-beta/gamma layers
-    (from a conv's same im2col columns): the output is the plain forward's bit for bit, the
-    product is a w+, and the heatmaps equal those with the product computed by the rule
-    itself (budget 0)."""
-    from minilrp import network
-    net = Network([Conv2d(1, 3, 3, padding=1, weight=rng.standard_normal((3, 1, 3, 3))), ReLU(),
-                   Conv2d(3, 4, 3, stride=2, weight=rng.standard_normal((4, 3, 3, 3)),
-                          bias=rng.standard_normal(4)), ReLU(), Flatten(),
-                   Dense(36, 5, weight=rng.standard_normal((5, 36)), bias=rng.standard_normal(5)), ReLU(),
-                   Dense(5, 2, weight=rng.standard_normal((2, 5)))], (1, 8, 8), input_range=(-9, 9)).astype(np.float64)
-    x = rng.standard_normal((3, 1, 8, 8))
-    for i in (2, 5):
-        layer = net.layers[i]
-        a = np.maximum(rng.standard_normal((3,) + net.shapes[i]), 0)
-        z, P = layer.forward_with(a, np.maximum(layer.weight, 0))
-        assert layer.a is a
-        np.testing.assert_array_equal(z, layer.forward(a))
-        np.testing.assert_allclose(P, layer.linear(a, np.maximum(layer.weight, 0)), rtol=1e-13, atol=1e-13)
-    f32 = load_model("fmnist-cnn")
-    x32 = f32.preprocess(load_samples()[0][:3])
-    for n in (1, 3):  # float32 BLAS: the same GEMM for the output, so the same logits
-        f32.relevance(x32[:n], "EpsilonPlusFlat")
-        top = f32.layers[-1]
-        np.testing.assert_array_equal(top.linear(top.a, top.weight, top.bias), f32.forward(x32[:n]))
-    from minilrp import AlphaBeta, Gamma
-    net.forward(x)
-    rules = net._rules(AlphaBeta(), {})
-    asked = [i for i, r in enumerate(rules) if r is not None and r.forward_weights(net.layers[i], net.layers[i].a) is not None]
-    assert asked == [2, 5, 7]  # the linear layers whose inputs are >= 0 (not the pixel layer)
-    for preset in ("EpsilonGammaBox", "EpsilonPlus", AlphaBeta(), Gamma()):
-        with_product = net.relevance(x, preset)
-        top = net.layers[-1]
-        np.testing.assert_array_equal(top.linear(top.a, top.weight), net.forward(x))
-        old, network.PRODUCT_BUDGET = network.PRODUCT_BUDGET, 0
-        try:
-            without = net.relevance(x, preset)
-        finally:
-            network.PRODUCT_BUDGET = old
-        np.testing.assert_allclose(with_product, without, rtol=1e-12, atol=1e-14)

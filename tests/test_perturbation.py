@@ -337,6 +337,7 @@ def test_sliding_window_regions_give_curves(rng):
 
 # ------------------------------------------------------------------------------ bundled CNN
 
+@pytest.mark.slow
 def test_random_curve_lies_between_morf_and_lerf_on_the_bundled_cnn():
     from minilrp import available_models, load_model, load_samples
     if "fmnist-cnn" not in available_models():
@@ -362,6 +363,7 @@ def test_random_curve_lies_between_morf_and_lerf_on_the_bundled_cnn():
 
 # ------------------------------------------------------------------------------ plots
 
+@pytest.mark.slow
 def test_plots_are_figures_without_pyplot(tmp_path):
     code = (
         "import numpy as np, sys\n"

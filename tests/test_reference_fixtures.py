@@ -35,11 +35,15 @@ def _meta(path):
 
 
 def _cases():
+    """(path, group, fast): LRP methods on both the fast and the reference path."""
     out = []
     for path in FILES:
         meta = _meta(path)
-        for group in ["forward", *meta["methods"], "sensitivity"]:
-            out.append(pytest.param(path, group, id=f"{meta['model']}-{group}"))
+        for group in ["forward", "sensitivity"]:
+            out.append(pytest.param(path, group, True, id=f"{meta['model']}-{group}"))
+        for group in meta["methods"]:
+            for fast in (True, False):
+                out.append(pytest.param(path, group, fast, id=f"{meta['model']}-{group}-{'fast' if fast else 'reference'}"))
     return out
 
 
@@ -101,8 +105,8 @@ def test_fixtures_exist_and_cover_every_preset():
         assert not missing, f"{p.name} lacks presets {sorted(missing)}: regenerate the fixtures"
 
 
-@pytest.mark.parametrize("path,group", _cases())
-def test_reference(path, group):
+@pytest.mark.parametrize("path,group,fast", _cases())
+def test_reference(path, group, fast):
     meta, arrays, net = _setup(path)
     x = arrays["inputs"]
     if group == "forward":
@@ -129,7 +133,7 @@ def test_reference(path, group):
         return
     methods = ref.lrp_methods(net)
     assert group in methods, f"method {group!r} no longer exists: regenerate the fixtures"
-    new, rules = ref.compute(net, x, arrays["targets"], {group: methods[group]}, meta["detail"], sa=False)
+    new, rules = ref.compute(net, x, arrays["targets"], {group: methods[group]}, meta["detail"], sa=False, fast=fast)
     assert rules[group] == meta["methods"][group], \
         f"{group}: the rule of each layer changed:\n now {rules[group]}\n was {meta['methods'][group]}"
     assert_array(f"heatmap.{group}", new[f"heatmap.{group}"], arrays[f"heatmap.{group}"])

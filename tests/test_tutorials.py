@@ -81,12 +81,14 @@ def run_tutorial(src, tmp_path, extra_code=""):
     return p.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("src", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs(src, tmp_path):
     out = run_tutorial(src, tmp_path)
     assert out.strip()
 
 
+@pytest.mark.slow
 def test_byo_model_tutorial_without_torch(tmp_path):
     """Tutorial 5 is skipped gracefully (a NumPy fallback) when PyTorch is not installed."""
     src = next(p for p in TUTORIALS if p.name.startswith("05"))

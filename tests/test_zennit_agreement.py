@@ -57,11 +57,12 @@ def _cases():
 _ROWS = {}
 
 
-def _rows(model):
-    if model not in _ROWS:
-        _, rows = ar.compare(REF, [model])
-        _ROWS[model] = {r["method"]: r for r in rows}
-    return _ROWS[model]
+def _rows(model, fast=True):
+    """The comparison rows of a model, on minilrp's fast path or its reference path."""
+    if (model, fast) not in _ROWS:
+        _, rows = ar.compare(REF, [model], fast=fast)
+        _ROWS[model, fast] = {r["method"]: r for r in rows}
+    return _ROWS[model, fast]
 
 
 def test_reference_file_covers_the_bundled_models():
@@ -84,10 +85,11 @@ def test_forward_agrees_with_torch(model):
     assert row["stock"][0].max() <= 1e-12, f"{model}: logits differ by {row['stock'][0].max():.3g} (relative)"
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
 @pytest.mark.parametrize("model,method", _cases())
-def test_agrees_with_zennit(model, method):
+def test_agrees_with_zennit(model, method, fast):
     assert model is not None, "zennit_reference.npz missing"
-    row = _rows(model)[method]
+    row = _rows(model, fast)[method]
     errs = {k: row[k][0].max() for k in ("stock", "first_max", "tie_split") if row[k] is not None}
     gated = ar.consistent_errors(row)
     assert max(gated) <= GATE, f"{model} {method}: max relative error vs Zennit {errs} > {GATE:g}"

@@ -103,10 +103,11 @@ def _swap(comp, maxpool=None, avgpool=None):
     return Swapped()
 
 
-def run_minilrp(net, x, targets, method, first_max=False, zennit_avgpool=False):
+def run_minilrp(net, x, targets, method, first_max=False, zennit_avgpool=False, fast=True):
     if method == "gradient":
         return net.gradient(x, target=targets)
-    return net.relevance(x, minilrp_spec(method, first_max, zennit_avgpool), target=targets, start="logit")
+    return net.relevance(x, minilrp_spec(method, first_max, zennit_avgpool), target=targets, start="logit",
+                         fast=fast)
 
 
 def errors(a, b):
@@ -147,8 +148,9 @@ def load_model(name, info):
     return minilrp.load(path, dtype=np.float64)
 
 
-def compare(path=DEFAULT_REF, models=None):
-    """One dict per (model, method) with (rel (N,), elem (N,)) pairs:
+def compare(path=DEFAULT_REF, models=None, fast=True):
+    """One dict per (model, method) with (rel (N,), elem (N,)) pairs (minilrp's fast path, or
+    with fast=False its reference path):
 
     stock      minilrp's default vs stock Zennit (max pools: first maximum)
     first_max  minilrp with max-pool relevance to the first maximum vs stock Zennit
@@ -178,14 +180,14 @@ def compare(path=DEFAULT_REF, models=None):
             avg = method in ZENNIT_AVGPOOL and "AvgPool2d" in kinds
             row = {"model": name, "method": method, "n": len(x), "avgpool": avg,
                    "kind": "gradient" if method == "gradient" else "lrp",
-                   "stock": errors(run_minilrp(net, x, t, method), ref),
+                   "stock": errors(run_minilrp(net, x, t, method, fast=fast), ref),
                    "first_max": None, "tie_split": None}
             if "MaxPool2d" in kinds and method != "gradient":
-                row["first_max"] = errors(run_minilrp(net, x, t, method, True, avg), ref)
-                row["tie_split"] = errors(run_minilrp(net, x, t, method, False, avg),
+                row["first_max"] = errors(run_minilrp(net, x, t, method, True, avg, fast), ref)
+                row["tie_split"] = errors(run_minilrp(net, x, t, method, False, avg, fast),
                                           arrays[f"{name}.heatmap_tiesplit.{method}"])
             elif avg:
-                row["first_max"] = errors(run_minilrp(net, x, t, method, False, avg), ref)
+                row["first_max"] = errors(run_minilrp(net, x, t, method, False, avg, fast), ref)
             rows.append(row)
     return meta, rows
 
@@ -240,9 +242,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref", default=str(DEFAULT_REF))
     ap.add_argument("--models", nargs="+", default=None)
+    ap.add_argument("--reference", action="store_true",
+                    help="minilrp's readable reference path (fast=False) instead of the fast path")
     args = ap.parse_args(argv)
-    meta, rows = compare(args.ref, args.models)
+    meta, rows = compare(args.ref, args.models, fast=not args.reference)
+    print(f"minilrp path: {'reference (fast=False)' if args.reference else 'fast (the default)'}")
     print(markdown(meta, rows))
+    print(f"\nlargest error with consistent pooling semantics: {max(max(consistent_errors(r)) for r in rows):.1e}")
     bad = [f"{r['model']} {r['method']}" for r in rows if max(consistent_errors(r)) > GATE]
     if bad:
         print(f"\nDISAGREEMENT above {GATE:g} with consistent pooling semantics: {', '.join(bad)}",

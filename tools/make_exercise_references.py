@@ -622,7 +622,7 @@ def zbox_engine(x, W, low, high, R, eps):
     layer = Dense(W.shape[1], W.shape[0], weight=W, use_bias=False)
     lo = np.ascontiguousarray(np.broadcast_to(low, x.shape), dtype=np.float64)
     hi = np.ascontiguousarray(np.broadcast_to(high, x.shape), dtype=np.float64)
-    return ZBox(epsilon=eps).relevance(layer, x, R, {"bounds": (lo, hi)})[0]
+    return ZBox(lo, hi, epsilon=eps).relevance(layer, x, R)[0]
 
 
 def build_zbox():

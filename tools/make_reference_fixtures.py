@@ -177,10 +177,11 @@ def stored_layers(net):
             if rule is not None and i > first and int(np.prod(net.shapes[i])) <= FULL_MAX]
 
 
-def compute(net, x, targets, methods, detail, sa=True):
+def compute(net, x, targets, methods, detail, sa=True, fast=True):
     """Everything the fixture holds, recomputed with the current engine (also used by the
     test). targets: fixed classes (None: predicted); methods: {name: composite spec} for LRP;
-    sa: also the sensitivity maps. -> (dict of arrays, {method: rule of each layer})."""
+    sa: also the sensitivity maps; fast: LRP on the fast path (False: the reference rules).
+    -> (dict of arrays, {method: rule of each layer})."""
     from minilrp import sensitivity
     from minilrp import get_composite
 
@@ -200,7 +201,7 @@ def compute(net, x, targets, methods, detail, sa=True):
         out[f"actfp.{i}"] = fingerprint(a)
     rules = {}
     for name, spec in methods.items():
-        R = net.relevance(x, spec, target=out["targets"], keep=True)
+        R = net.relevance(x, spec, target=out["targets"], keep=True, fast=fast)
         rows = sorted(net.ledger.rows, key=lambda r: r["index"])
         rules[name] = ["pass" if r is None else repr(r) for r in get_composite(spec).rules(net)]
         out[f"heatmap.{name}"] = R.copy()

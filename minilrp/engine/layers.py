@@ -83,6 +83,8 @@ def _array(value, shape, what):
         raise MinilrpError(f"{what} must be a floating-point array, got dtype {a.dtype}")
     if a.shape != tuple(shape):
         raise MinilrpError(f"{what} must have shape {tuple(shape)}, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise MinilrpError(f"{what} contains NaN or inf")
     return np.ascontiguousarray(a)
 
 
@@ -98,18 +100,7 @@ def _nonnegative_int(value, what):
     return int(value)
 
 
-class _Linear(Layer):
-    """Dense and Conv2d: the forward can also multiply its input by other weights."""
-
-    def forward_with(self, a, w):
-        """forward(a) and linear(a, w) (no bias): an LRP rule's product with the same input
-        (e.g. P = a w+), computed while the input is at hand (for a conv: from the same
-        im2col columns). The output is forward(a)'s, bit for bit. -> (output, product)."""
-        self.a = a
-        return self.linear(a, self.weight, self.bias, also=w)
-
-
-class Dense(_Linear):
+class Dense(Layer):
     """z = a @ W.T + b.  a: (N, in_features) -> (N, out_features); W: (out, in)."""
 
     kind = "Dense"
@@ -139,13 +130,12 @@ class Dense(_Linear):
         return (self.out_features,)
 
     @staticmethod
-    def linear(a, w, b=None, also=None):
-        """a: (N, in), w: (out, in), b: (out,) or None -> (N, out). also: more weights
-        (out', in) to multiply a by (no bias); then -> (z, a @ also.T)."""
+    def linear(a, w, b=None):
+        """a: (N, in), w: (out, in), b: (out,) or None -> (N, out)."""
         z = a @ w.T
         if b is not None:
             z += b
-        return z if also is None else (z, a @ also.T)
+        return z
 
     @staticmethod
     def linear_T(s, w):
@@ -161,7 +151,7 @@ class Dense(_Linear):
         return self.linear_T(g, self.weight)
 
 
-class Conv2d(_Linear):
+class Conv2d(Layer):
     """2-D cross-correlation with stride and zero padding, as torch.nn.Conv2d (groups=1,
     dilation=1). a: (N, C, H, W) -> (N, Co, Ho, Wo); weight (Co, C, K, K); bias (Co,)."""
 
@@ -201,10 +191,9 @@ class Conv2d(_Linear):
             raise MinilrpError(f"{self!r}: input {H}x{W} is smaller than the kernel")
         return (self.out_channels, Ho, Wo)
 
-    def linear(self, a, w, b=None, also=None):
-        """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None
-        (also: see kernels.conv2d)."""
-        return kernels.conv2d(a, w, b, self.stride, self.padding, also=also)
+    def linear(self, a, w, b=None):
+        """Convolution of a (N, C, H, W) with any weights w (Co, C, K, K), bias b or None."""
+        return kernels.conv2d(a, w, b, self.stride, self.padding)
 
     def linear_T(self, s, w, in_hw=None):
         """Transposed convolution: the adjoint of ``linear`` in a. s: (N, Co, Ho, Wo)."""
@@ -266,6 +255,17 @@ class MaxPool2d(_Pool):
 
     def backward(self, g):
         return kernels.maxpool_backward(g, self.arg, self.kernel_size, self.stride, self._cached().shape)
+
+    def windows(self, a):
+        """Every window's inputs: (K*K, N, C, Ho, Wo), entry [i*K + j] the window's (i, j)."""
+        N, C = a.shape[:2]
+        cols = kernels.windows(a, self.kernel_size, self.stride)
+        return cols.reshape((len(cols), N, C) + self.output_shape(a.shape[1:])[1:])
+
+    def windows_T(self, cols, in_shape):
+        """Adjoint of :meth:`windows`: every window entry added back to the input it came from
+        (overlapping windows accumulate). cols (K*K, N, C, Ho, Wo) -> in_shape."""
+        return kernels.unwindows(cols.reshape(len(cols), -1), self.kernel_size, self.stride, 0, in_shape)
 
     def clear(self):
         self.a = self.arg = None

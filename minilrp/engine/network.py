@@ -6,19 +6,23 @@ valid per-channel [low, high] of that space (the z^B bounds of LRP's box rule).
 """
 from __future__ import annotations
 
-import math
+import copy
+import os
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
 from ..errors import MinilrpError
+from ..explain.ledger import Ledger, why_not_finite
 from .layers import Flatten, Layer
-from ..explain.ledger import Ledger
-
-PRODUCT_BUDGET = 8 << 20  # bytes: the largest rule product the forward computes and keeps
 
 
 class Network:
     """layers: list of Layer; input_shape: (C, H, W); classes: list of names.
+
+    memory_budget: bytes a call may use (estimated); larger batches run in chunks with the
+    same results (default 2 GiB, or MINILRP_MEMORY_BUDGET; settable per network).
 
     mean, std: per-channel normalisation applied by :meth:`preprocess` to pixels in [0, 1];
     input_range: (low, high) per channel in the network's input space (default: the image
@@ -60,7 +64,9 @@ class Network:
         if np.any(self.input_low > self.input_high):
             raise MinilrpError("input_range low exceeds high")
         self.provenance = dict(provenance or {})
-        self._rules_cache = self._bounds_cache = None
+        self.memory_budget = int(os.environ.get("MINILRP_MEMORY_BUDGET", 2 << 30))
+        self._lock = threading.RLock()
+        self._forward_thread = None
         dtypes = {p.dtype for layer in self.layers for p in layer.params().values() if p is not None}
         self.dtype = np.dtype(np.float32) if not dtypes else max(dtypes, key=lambda d: d.itemsize)
         self.astype(self.dtype)
@@ -102,7 +108,11 @@ class Network:
             raise MinilrpError("empty batch: the input has 0 examples")
         if not np.isfinite(x).all():
             raise MinilrpError("input contains NaN or inf")
-        return np.ascontiguousarray(x, dtype=self.dtype)
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(out).all():
+            raise MinilrpError(f"input values beyond the range of {self.dtype}: use net.astype('float64')")
+        return out
 
     def preprocess(self, images) -> np.ndarray:
         """Raw images -> network input: uint8 in [0, 255] (or floats in [0, 1]), shaped
@@ -113,6 +123,11 @@ class Network:
             x = x.astype(self.dtype) / 255
         elif x.dtype.kind != "f":
             raise MinilrpError(f"preprocess takes uint8 or float images in [0, 1], got {x.dtype}")
+        elif not np.isfinite(x).all():
+            raise MinilrpError("float images must lie in [0, 1], got NaN or inf")
+        elif x.size and (x.min() < 0 or x.max() > 1):
+            raise MinilrpError(f"float images must lie in [0, 1], got values in [{x.min():.4g}, {x.max():.4g}]"
+                               + (" (0..255: pass uint8, or divide by 255)" if x.max() > 1 else ""))
         if len(self.input_shape) == 3 and x.ndim == 3 and self.input_shape[0] == 1:
             x = x[:, None]
         if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
@@ -125,28 +140,57 @@ class Network:
         return self.check_input(x)
 
     # ----------------------------------------------------------------------------------
+    @contextmanager
+    def _in_use(self):
+        """One call at a time: the layers keep per-call caches, so a second thread's call
+        would corrupt the first one's. Refused with an error rather than serialised, so the
+        cached values (layer inputs, ledger) always belong to the thread that reads them."""
+        if not self._lock.acquire(blocking=False):
+            raise MinilrpError("this Network is busy with a call from another thread; a Network "
+                               "caches per call, so give each thread its own copy: net.copy()")
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite results raise our errors
+                yield
+        finally:
+            self._lock.release()
+
+    def chunks(self, N, work="forward"):
+        """Slices of a batch of N small enough for ``memory_budget`` bytes per call (an
+        estimate from the activation sizes: what forward caches, times more for gradient and
+        relevance, which keep more alive). Raises when one example alone does not fit."""
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        factor = {"forward": (1, 2), "gradient": (2, 4), "relevance": (3, 12)}[work]
+        per_example = self.dtype.itemsize * (factor[0] * sum(sizes) + factor[1] * max(sizes))
+        n = self.memory_budget // per_example
+        if n < 1:
+            raise MinilrpError(f"one example needs about {per_example / 2**20:.0f} MiB for {work}, more "
+                               f"than net.memory_budget = {self.memory_budget / 2**20:.0f} MiB: raise it")
+        return [slice(i, min(N, i + n)) for i in range(0, N, n)]
+
     def forward(self, x) -> np.ndarray:
-        """Logits (N, n_classes); every layer caches its input for backward/relevance."""
-        a = self.check_input(x)
+        """Logits (N, n_classes); every layer caches its input for backward/relevance (for a
+        batch above the memory budget, run in chunks, the last chunk's)."""
+        x = self.check_input(x)
+        with self._in_use():
+            parts = [self._forward(x[s]) for s in self.chunks(len(x))]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _forward(self, x):
+        a = x
         for layer in self.layers:
             a = layer.forward(a)
-        return a
+        self._forward_thread = threading.get_ident()
+        return self.check_logits(a)
 
-    def _forward_for(self, x, rules, call):
-        """The forward of :meth:`relevance`: where a rule will need its layer's input times
-        other weights (P = a w+ for z+, alpha-beta and gamma), the forward computes that too
-        while the input is at hand (a conv's im2col columns), if the product is small (it is
-        kept until the rule runs). The logits are forward()'s, bit for bit. call:
-        ctx["call"] of the relevance call. -> logits, {layer index: product}."""
-        a = self.check_input(x)
-        products = {}
-        for i, (layer, rule) in enumerate(zip(self.layers, rules)):
-            W = None if rule is None else rule.forward_weights(layer, a, {"call": call})
-            if W is not None and len(W) * a.itemsize * len(a) * math.prod(self.shapes[i + 1][1:]) <= PRODUCT_BUDGET:
-                a, products[i] = layer.forward_with(a, W)
-            else:
-                a = layer.forward(a)
-        return a, products
+    def check_logits(self, logits):
+        """The logits, if finite; else an error naming the first layer whose output is not,
+        and why (its parameters, or overflow of the dtype)."""
+        if np.isfinite(logits).all():
+            return logits
+        outputs = [layer.a for layer in self.layers[1:]] + [logits]
+        i = next(i for i, out in enumerate(outputs) if not np.isfinite(out).all())
+        raise MinilrpError(f"non-finite output of layer {i} ({self.layers[i].describe()}): "
+                           f"{why_not_finite(self.layers[i], self.dtype)}")
 
     def predict(self, x):
         """Softmax probabilities (N, n_classes) and predicted classes (N,)."""
@@ -158,16 +202,24 @@ class Network:
 
     def backward(self, g) -> np.ndarray:
         """Gradient w.r.t. the input of sum(g * logits) for the last forward. g: (N, K)."""
-        if self.layers[-1].a is None:
-            raise MinilrpError("backward called before forward")
-        N = self.layers[0].a.shape[0]
-        g = np.asarray(g)
-        if g.shape != (N, self.n_classes):
-            raise MinilrpError(f"output weighting must have shape ({N}, {self.n_classes}), got {g.shape}")
-        g = np.ascontiguousarray(g, dtype=self.dtype)
-        for layer in reversed(self.layers):
-            g = layer.backward(g)
-        return g
+        with self._in_use():
+            if self.layers[-1].a is None:
+                raise MinilrpError("backward called before forward")
+            if self._forward_thread != threading.get_ident():
+                raise MinilrpError("backward in another thread than the forward it belongs to: "
+                                   "give each thread its own copy of the network (net.copy())")
+            N = self.layers[0].a.shape[0]
+            g = np.asarray(g)
+            if g.shape != (N, self.n_classes):
+                raise MinilrpError(f"output weighting must have shape ({N}, {self.n_classes}) (the "
+                                   f"last forward's batch{', its last chunk' if N < len(g) else ''}), got {g.shape}")
+            g = np.ascontiguousarray(g, dtype=self.dtype)
+            for i in reversed(range(len(self.layers))):
+                g = self.layers[i].backward(g)
+                if not np.isfinite(g).all():
+                    raise MinilrpError(f"non-finite gradient at the input of layer {i} "
+                                       f"({self.layers[i].describe()}): {why_not_finite(self.layers[i], self.dtype)}")
+            return g
 
     def targets(self, target, logits) -> np.ndarray:
         """Resolve ``target`` to class indices (N,): None = the predicted class; an int for
@@ -187,17 +239,34 @@ class Network:
                                f"{self.n_classes} classes (0..{self.n_classes - 1})")
         return t.astype(np.int64)
 
+    @staticmethod
+    def _rows(value, N, what):
+        """Per-example arguments (arrays of N rows) are sliced with the batch; others not."""
+        if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) >= 1:
+            value = np.asarray(value)
+            if len(value) != N:
+                raise MinilrpError(f"{len(value)} {what} for a batch of {N}")
+            return lambda s: value[s]
+        return lambda s: value
+
     def gradient(self, x, target=None, weights=None) -> np.ndarray:
         """Input gradient of the target logit (default: the predicted class), or of
         sum(weights * logits) for any weighting ``weights`` (N, n_classes). -> x.shape."""
-        logits = self.forward(x)
-        if weights is None:
-            t = self.targets(target, logits)
-            weights = np.zeros_like(logits)
-            weights[np.arange(len(t)), t] = 1
-        elif target is not None:
+        if weights is not None and target is not None:
             raise MinilrpError("give either target or weights, not both")
-        return self.backward(weights)
+        x = self.check_input(x)
+        target_of, weights_of = self._rows(target, len(x), "targets"), self._rows(weights, len(x), "output weightings")
+        out = np.empty_like(x)
+        with self._in_use():
+            for s in self.chunks(len(x), "gradient"):
+                logits = self._forward(x[s])
+                w = weights_of(s)
+                if w is None:
+                    t = self.targets(target_of(s), logits)
+                    w = np.zeros_like(logits)
+                    w[np.arange(len(t)), t] = 1
+                out[s] = self.backward(w)
+        return out
 
     def initial_relevance(self, logits, targets, start="logit") -> np.ndarray:
         """Relevance entering the output layer (N, n_classes): ``"logit"`` = the target logit
@@ -223,121 +292,69 @@ class Network:
         return start.astype(self.dtype)
 
     def relevance(self, x, composite="EpsilonGammaBox", target=None, start="logit", keep=False,
-                  **params) -> np.ndarray:
+                  fast=True, **params) -> np.ndarray:
         """LRP heatmaps (N, *input_shape) for the target class (default: the predicted one).
 
         composite: a preset name (``composites.PRESETS``; ``params`` go to it), a Composite
-        or a Rule; start: see :meth:`initial_relevance`. The per-layer ledger of the call is
-        left in ``self.ledger`` (with every layer's relevance when ``keep``), the targets in
-        ``self.last_targets``."""
-        rules = self._rules(composite, params)
-        call = object()  # marks this call for the rules (rules._derived compares weights once)
-        logits, products = self._forward_for(x, rules, call)
+        or a Rule; start: see :meth:`initial_relevance`. fast=False runs the readable rules of
+        minilrp/explain/rules.py (:meth:`_relevance`, below); fast=True (default) the same rules
+        implemented faster (minilrp/fast/, held equal by tests/test_fast_path.py). The
+        per-layer ledger of the call is left in ``self.ledger`` (with every layer's relevance
+        when ``keep``), the targets in ``self.last_targets``."""
+        from ..explain.composites import get_composite
+        x = self.check_input(x)
+        if fast:
+            from ..fast.relevance import relevance as fast_relevance
+            run = lambda x, t, st: fast_relevance(self, x, composite, params, t, st, keep)  # noqa: E731
+        else:
+            rules = get_composite(composite, **params).rules(self)
+            run = lambda x, t, st: self._relevance(x, rules, t, st, keep)  # noqa: E731
+        target_of, start_of = self._rows(target, len(x), "targets"), self._rows(start, len(x), "initial relevances")
+        with self._in_use():
+            parts = [run(x[s], target_of(s), start_of(s)) for s in self.chunks(len(x), "relevance")]
+        R, ledgers, targets = zip(*parts)
+        self.ledger = ledgers[0] if len(parts) == 1 else Ledger.concatenate(ledgers)
+        self.last_targets = np.concatenate(targets)
+        return R[0] if len(parts) == 1 else np.concatenate(R)
+
+    def _relevance(self, x, rules, target, start, keep):
+        """The reference path: each layer's rule, output layer first. -> (R, ledger, targets)."""
+        logits = self._forward(x)
         targets = self.targets(target, logits)
         R = self.initial_relevance(logits, targets, start)
         ledger = Ledger()
-        last = min((i for i, rule in enumerate(rules) if rule is not None), default=0)
         for i in reversed(range(len(self.layers))):
             layer, rule = self.layers[i], rules[i]
-            a = layer.a
-            if rule is None:  # ReLU passes relevance, Flatten reshapes it
-                R_in, shares = R.reshape(a.shape), {}
+            if rule is None:  # ReLU passes relevance on, Flatten reshapes it
+                R_in, shares = R.reshape(layer.a.shape), {}
             else:
-                z = self.layers[i + 1].a if i + 1 < len(self.layers) else logits
-                ctx = {"z": z, "P": products.pop(i, None), "call": call, **self._box_bounds(rule, i, a)}
-                R_in, shares = rule.relevance(layer, a, R, ctx)
-            # internal: another rule takes R_in before it is returned (then it is never changed)
-            ledger.add(i, layer, rule, R, R_in, shares, keep, internal=i > last and not keep)
+                R_in, shares = rule.relevance(layer, layer.a, R, self.context(i))
+            ledger.add(i, layer, rule, R, R_in, shares, keep)
             R = R_in
-        self.ledger, self.last_targets = ledger, targets
-        return R
+        return R, ledger, targets
 
-    def _rules(self, composite, params):
-        """The rule of every layer under ``composite`` (see composites.get_composite). A
-        preset's rules are kept for its name, parameters and these layers: rules are
-        immutable, and building a preset costs as much as a small layer's relevance."""
-        from ..explain.composites import get_composite
-        key = None
-        if isinstance(composite, str):
-            key = (composite.lower(), tuple(sorted(params.items())), tuple(map(id, self.layers)))
-            try:
-                hash(key)
-            except TypeError:  # unhashable parameters (e.g. array bounds): not kept
-                key = None
-            else:
-                if self._rules_cache is not None and self._rules_cache[0] == key:
-                    return self._rules_cache[1]
-        rules = get_composite(composite, **params).rules(self)
-        if key is not None:
-            self._rules_cache = (key, rules, self.layers[:])  # the layers: their ids stay theirs
-        return rules
+    def context(self, i) -> dict:
+        """What layer i's rule may know besides the layer: where the layer is fed by the
+        network's input (through Flatten at most), that input's shape and valid range (the
+        default bounds of z^B)."""
+        if all(isinstance(layer, Flatten) for layer in self.layers[:i]):
+            return {"input_shape": self.input_shape, "input_range": (self.input_low, self.input_high)}
+        return {}
 
-    def _box_bounds(self, rule, i, a):
-        """z^B bounds for layer i's input ``a``: {"bounds": (low, high) shaped like a,
-        "channel_bounds": (l, h) per-channel tuples when every image and position of a channel
-        shares them, else None}; {} for other rules. The network's own bounds are prepared
-        once per input shape; the input is checked against them on every call."""
-        if not hasattr(rule, "low"):
-            return {}
-        if any(not isinstance(layer, Flatten) for layer in self.layers[:i]):
-            raise MinilrpError(f"ZBox serves the pixel layer: layer {i} ({self.layers[i]!r}) is "
-                               "not fed by the network input directly")
-        x = self.layers[0].a
-        key = (x.shape, a.shape, self.dtype, self.input_low.tobytes(), self.input_high.tobytes()) \
-            if rule.low is None and rule.high is None else None
-        cached = self._bounds_cache
-        prep = cached[1] if key is not None and cached is not None and cached[0] == key else None
-        if prep is None:
-            prep = self._prepare_bounds(rule, x, a)
-            if key is not None:
-                self._bounds_cache = (key, prep)
-        (low, high), axes = prep["arrays"], prep["axes"]
-        lo, hi = (x.min(axis=axes), x.max(axis=axes)) if axes else (x, x)
-        if (lo < prep["floor"]).any() or (hi > prep["ceiling"]).any():
-            out = max(float(np.max(low - lo)), float(np.max(hi - high)))
-            raise MinilrpError(f"z^B bounds do not contain the input: it lies up to "
-                               f"{out:.3g} outside [low, high] (set ZBox low/high, or "
-                               "check the input normalisation)")
-        return {"bounds": prep["bounds"], "channel_bounds": prep["channel_bounds"]}
+    def copy(self) -> "Network":
+        """An independent copy (parameters included, caches dropped): one per thread."""
+        twin = copy.deepcopy(self)
+        twin.clear()
+        return twin
 
-    def _prepare_bounds(self, rule, x, a):
-        """Validate the rule's bounds (or the network's) against the input's shape; their
-        views for ZBox, the per-channel values when they are per channel, the check limits."""
-        bounds = []
-        for given, default, what in ((rule.low, self.input_low, "low"), (rule.high, self.input_high, "high")):
-            v = np.asarray(default if given is None else given, dtype=np.float64)
-            if v.ndim == 1 and len(self.input_shape) == 3:
-                if v.size not in (1, self.input_shape[0]):
-                    raise MinilrpError(f"ZBox {what} needs 1 or {self.input_shape[0]} per-channel "
-                                       f"values, got {v.size}")
-                v = v.reshape(-1, 1, 1)
-            try:
-                np.broadcast_to(v, x.shape)
-            except ValueError:
-                raise MinilrpError(f"ZBox {what} of shape {v.shape} does not fit the input "
-                                   f"{x.shape[1:]}") from None
-            bounds.append(v)
-        low, high = bounds
-        C = x.shape[1]
-        prep = {"bounds": tuple(self._bounds_view(v, x, a) for v in bounds), "axes": None,
-                "arrays": (low, high), "channel_bounds": None}
-        if x.ndim == 4 and low.size <= C and high.size <= C:
-            # per-channel bounds (the usual case): compare each channel's extremes only
-            l, h = (np.broadcast_to(v.reshape(-1), (C,)).copy() for v in (low, high))
-            prep.update(axes=(0, 2, 3), arrays=(l, h), channel_bounds=(tuple(l.tolist()), tuple(h.tolist())))
-        low, high = prep["arrays"]
-        tol = 1e-5 * np.maximum(1.0, np.abs(high - low))  # rounding of the normalisation
-        prep.update(floor=low - tol, ceiling=high + tol)
-        return prep
+    def __getstate__(self):  # pickling and copying: no lock, no thread, no fast-path state
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_fast")}
+        state["_forward_thread"] = None
+        return state
 
-    def _bounds_view(self, v, x, a):
-        """Bounds v (broadcastable to the input x) in the network's dtype, shaped like a:
-        a broadcast view (stride 0 over the batch, so ZBox computes their terms once) when
-        every example shares them."""
-        if v.ndim == x.ndim and v.shape[0] != 1:  # per-example bounds
-            return np.ascontiguousarray(np.broadcast_to(v, x.shape), dtype=self.dtype).reshape(a.shape)
-        one = np.broadcast_to(v.reshape(v.shape[1:]) if v.ndim == x.ndim else v, x.shape[1:])
-        return np.broadcast_to(np.ascontiguousarray(one, dtype=self.dtype).reshape(a.shape[1:]), a.shape)
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def clear(self):
         """Drop every layer's forward cache."""

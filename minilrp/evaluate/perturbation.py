@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MinilrpError
+from ..fast import inference
 
 DEFAULT_BATCH = 512  # perturbed images per forward call: the memory bound of the scoring loop
 
@@ -632,8 +633,8 @@ def _check_score(score):
 
 
 def forward_batched(net, x, batch_size=DEFAULT_BATCH) -> np.ndarray:
-    """Logits (N, K) in batches of ``batch_size``."""
-    return np.concatenate([net.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    """Logits (N, K) in batches of ``batch_size``, by the inference-only forward (no caches)."""
+    return inference.logits(net, x, batch_size)
 
 
 def perturb(net, x, regions: Regions, order, k, perturbation="uniform", seed=0, draw=0) -> np.ndarray:
@@ -689,7 +690,7 @@ def _score_items(net, x, pert, t, score, seed, stream, D, img, draw, masks, batc
         pairs, inverse = np.unique(img[sel] * D + draw[sel], return_inverse=True)
         fills = np.stack([pert.draw(x[p // D], _rng(seed, stream, p // D, p % D)) for p in pairs])
         xb = pert.apply(x[img[sel]], fills[inverse.reshape(-1)], masks(sel))
-        out[sel] = _score(net.forward(xb), t[img[sel]], score)
+        out[sel] = _score(inference.logits(net, xb, batch_size), t[img[sel]], score)
         report(min(s + batch_size, len(img)) - 1)
     return out
 

@@ -7,69 +7,60 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import MinilrpError
+
 SHARES = ("bias", "stabiliser", "dropped")
 
 
-def _sums(R):
-    return np.add.reduce(R.reshape(len(R), -1), axis=1)
+def per_example_sums(R):
+    """(N, ...) -> (N,) in float64."""
+    return R.reshape(len(R), -1).sum(axis=1, dtype=np.float64)
 
 
-LAZY_MAX = 1 << 20  # bytes: internal relevance arrays up to this size are summed when read
+def why_not_finite(layer, dtype):
+    """The likely cause of a non-finite value computed by ``layer``."""
+    bad = [k for k, v in layer.params().items() if v is not None and not np.isfinite(v).all()]
+    if bad:
+        return f"its {' and '.join(bad)} contain NaN or inf"
+    if dtype == np.float32:
+        return "float32 overflow (values beyond 3.4e38): compute in float64, net.astype('float64')"
+    return "overflow beyond the range of float64"
 
 
 class Ledger:
-    """Filled by Network.relevance in backward order; ``rows`` are built when first read
-    (the labels, dicts and sums cost as much as a small layer's relevance step)."""
+    """Filled by Network.relevance, one ``add`` per layer in backward order."""
 
     def __init__(self):
-        self._entries = []
-        self._rows = None
+        self.rows = []
 
-    def add(self, index, layer, rule, R_out, R_in, shares, keep=False, internal=False):
-        """One layer's step, added in backward order: relevance R_out entering it from above
-        (the previous step's R_in, whose sums are reused), R_in leaving to its input,
-        ``shares`` of what did not arrive. rule None: a pass-through layer (R_in is R_out
-        reshaped). internal: R_in is never handed out or changed (the next rule's input), so
-        when small it is kept and summed only when the ledger is read."""
-        entering = self._entries[-1][4] if self._entries else _sums(R_out)
-        if rule is None:
-            leaving = entering
-        else:
-            leaving = R_in if internal and R_in.nbytes <= LAZY_MAX else _sums(R_in)
-        self._entries.append((index, layer, rule, entering, leaving, shares, R_in if keep else None))
-        self._rows = None
-
-    @property
-    def rows(self) -> list:
-        """One dict per layer, backward order: index, layer, kind, rule, entering, leaving,
-        bias, stabiliser, dropped (and positive/negative for alpha-beta; relevance when kept)."""
-        if self._rows is None:
-            summed = {}  # id -> sums of the relevance arrays kept unsummed (lazy entries)
-
-            def total(v):
-                if v.ndim == 1:  # already sums
-                    return v
-                if id(v) not in summed:
-                    summed[id(v)] = _sums(v)
-                return summed[id(v)]
-            self._rows = [self._row(index, layer, rule, total(entering), total(leaving), shares, R_in)
-                          for index, layer, rule, entering, leaving, shares, R_in in self._entries]
-        return self._rows
-
-    @staticmethod
-    def _row(index, layer, rule, entering, leaving, shares, R_in):
+    def add(self, index, layer, rule, R_out, R_in, shares, keep=False):
+        """One layer's step: relevance R_out entering it from above, R_in leaving to its
+        input, ``shares`` of what did not arrive; rule None: a pass-through layer (ReLU,
+        Flatten). keep: also keep R_in itself."""
+        entering = self.rows[-1]["leaving"] if self.rows else per_example_sums(R_out)
         row = {"index": index, "layer": layer.describe(), "kind": layer.kind,
                "rule": "pass" if rule is None else rule.label(),
-               "entering": entering, "leaving": leaving}
-        zero = np.zeros_like(entering)
+               "entering": entering, "leaving": entering if rule is None else per_example_sums(R_in)}
         for key in SHARES:
-            row[key] = shares.get(key, zero)
+            row[key] = np.asarray(shares.get(key, np.zeros(len(entering))), dtype=np.float64)
         for key in ("positive", "negative"):
             if key in shares:
-                row[key] = shares[key]
-        if R_in is not None:
+                row[key] = np.asarray(shares[key], dtype=np.float64)
+        if not all(np.isfinite(v).all() for v in row.values() if isinstance(v, np.ndarray)):
+            raise MinilrpError(f"non-finite relevance at the input of layer {index} ({row['layer']}) under "
+                               f"{row['rule']}: {why_not_finite(layer, R_in.dtype)}")
+        if keep:
             row["relevance"] = R_in
-        return row
+        self.rows.append(row)
+
+    @classmethod
+    def concatenate(cls, ledgers):
+        """One ledger from the ledgers of consecutive chunks of a batch."""
+        out = cls()
+        for rows in zip(*(ledger.rows for ledger in ledgers)):
+            out.rows.append({k: np.concatenate([r[k] for r in rows]) if isinstance(v, np.ndarray) else v
+                             for k, v in rows[0].items()})
+        return out
 
     def residual(self) -> np.ndarray:
         """Per row and example: entering - leaving - (bias + stabiliser + dropped); zero up

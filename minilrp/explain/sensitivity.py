@@ -10,6 +10,16 @@ import numpy as np
 
 from ..errors import MinilrpError
 
+
+def _finite(maps, net, what):
+    """The maps, if finite (the gradient itself is checked by the network): products and
+    squares of finite gradients can still overflow."""
+    if not np.isfinite(maps).all():
+        raise MinilrpError(f"{what}: values beyond the range of {net.dtype}" +
+                           (": compute in float64, net.astype('float64')" if net.dtype == np.float32 else ""))
+    return maps
+
+
 def gradient(net, x, target=None) -> np.ndarray:
     """d f_t(x) / dx: the gradient of the target logit."""
     return net.gradient(x, target=target)
@@ -19,7 +29,7 @@ def sa(net, x, target=None) -> np.ndarray:
     """Sensitivity analysis (Simonyan et al. 2014; Samek et al. 2017):
     SA_p = sum over channels c of (d f_t / d x_{c,p})^2.  -> (N, H, W)."""
     g = gradient(net, x, target)
-    return (g * g).sum(axis=1) if g.ndim == 4 else g * g
+    return _finite((g * g).sum(axis=1) if g.ndim == 4 else g * g, net, "SA")
 
 
 def abs_gradient(net, x, target=None) -> np.ndarray:
@@ -30,7 +40,7 @@ def abs_gradient(net, x, target=None) -> np.ndarray:
 def gradient_x_input(net, x, target=None) -> np.ndarray:
     """x * d f_t / dx (equals LRP-0 on a bias-free ReLU network)."""
     x = net.check_input(x)
-    return x * gradient(net, x, target)
+    return _finite(x * gradient(net, x, target), net, "gradient x input")
 
 
 def _targets(net, x, target):
@@ -54,7 +64,7 @@ def smoothgrad(net, x, target=None, n_samples=32, noise=0.15, seed=0, squared=Fa
         xn = x + (rng.standard_normal(x.shape) * scale).astype(x.dtype)
         g = net.gradient(xn, target=t)
         out += g * g if squared else g
-    return out / n_samples
+    return _finite(out / n_samples, net, "SmoothGrad")
 
 
 def integrated_gradients(net, x, target=None, steps=32, baseline=None) -> np.ndarray:
@@ -76,7 +86,7 @@ def integrated_gradients(net, x, target=None, steps=32, baseline=None) -> np.nda
     total = np.zeros_like(x)
     for k in range(steps):  # one batch per step: memory bounded by the batch, not by steps
         total += net.gradient(x0 + (k + 0.5) / steps * (x - x0), target=t)
-    return (x - x0) * total / steps
+    return _finite((x - x0) * total / steps, net, "Integrated Gradients")
 
 
 METHODS = {

@@ -1,0 +1,63 @@
+"""The inference-only forward (minilrp/fast/inference.py) equals Network.forward: bit for bit
+in one batch (the fusions are exact), to 1e-12 (float64) / 1e-5 (float32) in batches of other
+sizes (BLAS rounds a GEMM's dot products differently for other matrix sizes), on every bundled
+model and on random networks, without touching the network's caches."""
+import numpy as np
+import pytest
+
+import minilrp
+from minilrp import AvgPool2d, Conv2d, Dense, Flatten, MaxPool2d, MinilrpError, Network, ReLU
+from minilrp.fast import inference
+from test_limits import random_net
+
+
+@pytest.mark.parametrize("model", ["fmnist-mlp", "fmnist-cnn", "fmnist-vgg"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_equals_forward_on_the_bundled_models(model, dtype):
+    net = minilrp.load_model(model, dtype=dtype)
+    x = net.preprocess(minilrp.load_samples()[0][:40])
+    np.testing.assert_array_equal(inference.logits(net, x), net.forward(x))
+    close(inference.logits(net, x, batch_size=16), net.forward(x))
+
+
+def close(got, want):
+    tol = 1e-12 if want.dtype == np.float64 else 1e-5
+    assert np.abs(got - want).max() <= tol * np.abs(want).max()
+
+
+def test_fuses_relu_and_max_pool_in_either_order(rng):
+    net = minilrp.load_model("fmnist-cnn")
+    plan = [(type(layer).__name__, pool is not None, relu) for layer, pool, relu in inference.steps(net)]
+    assert plan == [("Conv2d", True, True), ("Conv2d", True, True), ("Flatten", False, False),
+                    ("Dense", False, True), ("Dense", False, False)]
+    layers = [Conv2d(1, 2, 3, weight=rng.standard_normal((2, 1, 3, 3)), bias=rng.standard_normal(2)), MaxPool2d(2), ReLU(),
+              Conv2d(2, 2, 1, weight=rng.standard_normal((2, 2, 1, 1)), use_bias=False), MaxPool2d(3, 1), AvgPool2d(2, 1),
+              ReLU(), ReLU(), Flatten(), Dense(2, 3, weight=rng.standard_normal((3, 2)))]
+    net = Network(layers, (1, 10, 10)).astype(np.float64)
+    assert [(pool is not None, relu) for _, pool, relu in inference.steps(net)] == \
+        [(True, True), (True, False), (False, False), (False, False), (False, False), (False, False), (False, False)]
+    x = rng.standard_normal((5, 1, 10, 10))
+    np.testing.assert_array_equal(inference.logits(net, x), net.forward(x))
+    close(inference.logits(net, x, batch_size=2), net.forward(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_equals_forward_on_random_networks(dtype):
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        net = random_net(rng, dtype, 1.0)
+        x = rng.standard_normal((3,) + net.input_shape).astype(dtype)
+        np.testing.assert_array_equal(inference.logits(net, x), net.forward(x))
+        close(inference.logits(net, x, batch_size=2), net.forward(x))
+
+
+def test_leaves_the_caches_and_names_non_finite_layers(rng):
+    net = minilrp.load_model("fmnist-cnn")
+    x = net.preprocess(minilrp.load_samples()[0][:3])
+    net.forward(x[:1])
+    cached = [layer.a for layer in net.layers]
+    inference.logits(net, x)
+    assert all(layer.a is a for layer, a in zip(net.layers, cached))
+    net.layers[3].weight[0, 0, 0, 0] = np.inf
+    with pytest.raises(MinilrpError, match="layer 3 .*its weight contain NaN or inf"):
+        inference.logits(net, x)
