@@ -15,10 +15,10 @@ workers that own the network copies and the coalescer. Nothing is module-global.
 
 Threads: a Network serves one thread at a time, so each (model, purpose) pair has one
 :class:`Worker` thread that loads its own copy of the network and runs every job on it, one
-after another: "live" for the page's explanations, "curves" for the perturbation button. (For
-now the workers also take turns with each other: see Worker's engine_lock.) Requests from one page (``client``) that queue
-while an earlier one runs coalesce to the latest (:class:`Coalescer`): only the newest is
-computed, the others return ``{"superseded": true}`` at once.
+after another: "live" for the page's explanations, "curves" for the perturbation button (so
+curves run beside the heatmap, not in its queue). Requests from one page (``client``) that
+queue while an earlier one runs coalesce to the latest (:class:`Coalescer`): only the newest
+is computed, the others return ``{"superseded": true}`` at once.
 """
 from __future__ import annotations
 
@@ -78,24 +78,16 @@ class Coalescer:
 class Worker:
     """One thread that owns one network copy (loaded in that thread) and runs jobs on it in
     arrival order. ``run(job)`` calls ``job(net)`` there and returns (or raises) its result.
+    Workers of different models and purposes compute at the same time: networks share no
+    state (test_two_threads_... holds the playground to that)."""
 
-    engine_lock: held while a job runs. The engine's kernels (minilrp/engine/kernels.py at
-    commit 1baabea) keep module-level scratch buffers, so two networks computing at once in
-    two threads corrupt each other's results (test_two_threads_... catches it); until the
-    engine no longer shares buffers between networks, the workers take turns."""
-
-    def __init__(self, source, name, engine_lock):
+    def __init__(self, source, name):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"playground-{name}")
         self._net = self._pool.submit(load_model, source)
-        self._engine_lock = engine_lock
 
     def submit(self, job):
         """Queue ``job(net)``; -> a Future."""
-        def run():
-            net = self._net.result()
-            with self._engine_lock:
-                return job(net)
-        return self._pool.submit(run)
+        return self._pool.submit(lambda: job(self._net.result()))
 
     def run(self, job):
         return self.submit(job).result()
@@ -113,7 +105,6 @@ class Playground:
         if not self.sources:
             raise MinilrpError("no model to serve")
         self.coalescer = Coalescer()
-        self.engine_lock = threading.Lock()  # see Worker
         self._workers = {}
         self._info = {}
         self._samples = None
@@ -127,7 +118,7 @@ class Playground:
         with self._guard:
             key = (model, purpose)
             if key not in self._workers:
-                self._workers[key] = Worker(self.sources[model], f"{model}-{purpose}", self.engine_lock)
+                self._workers[key] = Worker(self.sources[model], f"{model}-{purpose}")
             return self._workers[key]
 
     def info(self, model) -> dict:
