@@ -37,6 +37,7 @@ _MODULES = {
     "sensitivity": ".explain.sensitivity", "perturbation": ".evaluate.perturbation",
     "render": ".pictures.render", "plots": ".pictures.plots", "report": ".pictures.report",
     "io": ".models.io", "data": ".models.data", "importers": ".models.importers",
+    "images": ".models.images", "statedict": ".models.statedict",
 }
 
 

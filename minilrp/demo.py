@@ -23,7 +23,7 @@ from .evaluate.perturbation_study import Progress
 from .explain import sensitivity
 from .explain.composites import PRESETS, get_composite
 from .models.data import available_models, load_model, load_samples
-from .models.image_files import read_image_file
+from .models.images import load_image
 from .pictures import plots, render, report
 
 DEFAULT_COMPOSITES = "EpsilonGammaBox,EpsilonPlusFlat,EpsilonAlpha2Beta1"
@@ -160,7 +160,7 @@ def run(args):
     if files:
         raw, truth = [], []
         for f in files:
-            a, note = read_image_file(f, net.input_shape)
+            a, note = load_image(f, net)
             raw.append(a)
             truth.append("?")
             notes.append(note)

@@ -612,6 +612,71 @@ def test_onnx_bad_file(onnx, tmp_path):
         from_onnx(tmp_path / "missing.onnx")
 
 
+# ------------------------------------------------------------------------------------------
+# Non-finite parameters are refused by name (not blamed on "a skip connection")
+# ------------------------------------------------------------------------------------------
+def small_conv(torch):
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(3 * 4 * 4, 4)).eval()
+
+
+@pytest.mark.parametrize("param,value,match", [
+    ("0.weight", float("nan"), r"'0' \(Conv2d\): parameter '0\.weight' holds 1 NaN and 0 infinite values \(of 54\); minilrp refuses non-finite parameters"),
+    ("4.bias", float("inf"), r"'4' \(Linear\): parameter '4\.bias' holds 0 NaN and 1 infinite values \(of 4\)"),
+    ("1.running_var", float("nan"), r"'1' \(BatchNorm2d\): parameter '1\.running_var' holds 1 NaN"),
+    ("1.weight", -float("inf"), r"'1' \(BatchNorm2d\): parameter '1\.weight' holds 0 NaN and 1 infinite"),
+])
+def test_from_torch_refuses_non_finite_parameter_by_name(torch, param, value, match):
+    m = small_conv(torch)
+    with torch.no_grad():
+        m.state_dict()[param].view(-1)[0] = value
+    with pytest.raises(MinilrpError, match=match) as e:
+        from_torch(m, (2, 6, 6))
+    assert "skip connection" not in str(e.value)
+
+
+def test_from_torch_names_nested_parameters(torch):
+    m = net_vgglike(torch)
+    with torch.no_grad():
+        m.classifier[3].weight[1, 2] = float("nan")
+    with pytest.raises(MinilrpError, match=r"'classifier\.3' \(Linear\): parameter 'classifier\.3\.weight' holds 1 NaN"):
+        from_torch(m, (3, 32, 32))
+
+
+def test_batchnorm_fold_overflow_and_overflowing_module_named(torch):
+    m = small_conv(torch)
+    with torch.no_grad():
+        m[1].weight.fill_(1e38)         # finite in float32, but gamma / sqrt(var + eps) is not
+        m[1].running_var.fill_(1e-4)
+    with pytest.raises(MinilrpError, match=r"'1' \(BatchNorm2d\): folding it into '0' \(Conv2d\) gives a weight that holds 0 NaN and \d+ infinite"):
+        from_torch(m, (2, 6, 6))
+    m = small_conv(torch)
+    with torch.no_grad():
+        m[0].weight.fill_(1e20)         # finite parameters whose products overflow float32
+        m[4].weight.fill_(1e20)
+    with pytest.raises(MinilrpError, match=r"the module itself gives non-finite outputs on a random input .*overflow in float32") as e:
+        from_torch(m, (2, 6, 6))
+    assert "skip connection" not in str(e.value)
+
+
+def test_onnx_non_finite_initialisers_named(onnx):
+    h = onnx.helper
+    nodes = [h.make_node("Flatten", ["x"], ["f"], name="flat"),
+             h.make_node("Gemm", ["f", "G", "C"], ["y"], name="fc")]
+    G = np.ones((72, 3), np.float32)
+    C = np.zeros(3, np.float32)
+    G[5, 1] = np.nan
+    with pytest.raises(MinilrpError, match=r"ONNX node 'fc' \(Gemm\): its B 'G' holds 1 NaN and 0 infinite values \(of 216\)"):
+        from_onnx(helper_model(onnx, nodes, {"G": G, "C": C}))
+    C = np.array([0, np.inf, -np.inf], np.float32)
+    with pytest.raises(MinilrpError, match=r"'fc' \(Gemm\): its C 'C' holds 0 NaN and 2 infinite"):
+        from_onnx(helper_model(onnx, nodes, {"G": np.ones((72, 3), np.float32), "C": C}))
+    big = np.full(3, 1e300)             # finite in float64, infinite as float32
+    with pytest.raises(MinilrpError, match=r"its C 'C' in float32 \(values beyond its range become infinite\) holds 0 NaN and 3 infinite"):
+        from_onnx(helper_model(onnx, nodes, {"G": np.ones((72, 3), np.float32), "C": big}))
+
+
 @pytest.mark.slow
 def test_torch_and_onnx_are_imported_lazily():
     code = ("import sys, minilrp, minilrp.models.importers, minilrp.convert; "
@@ -681,7 +746,7 @@ def test_cli_pickled_model_needs_trust(torch, tmp_path, capsys):
 
 @pytest.mark.parametrize("case,match", [
     ("mismatch", r"does not fit the architecture: '0\.weight' has shape \(32, 2, 3, 3\), the architecture needs \(32, 1, 3, 3\)"),
-    ("no_arch", r"holds a state dict \(weights only\): name its architecture with --arch"),
+    ("no_arch", r"holds a state dict \(weights only\): describe its architecture with --layers, --arch NAME or --module FILE\.py"),
     ("unknown_arch", r"unknown architecture 'resnet50'; known: vgg11"),
     ("missing", r"nope\.pt: no such file"),
     ("garbage", r"garbage\.pt: not a readable PyTorch file"),

@@ -20,7 +20,7 @@ pytest.importorskip("flask")
 import minilrp  # noqa: E402
 from minilrp import (AlphaBeta, Composite, Conv2d, Dense, Epsilon, Gamma, Proportional,  # noqa: E402
                      WinnerTakeAll, ZBox, get_composite, perturbation, render, sensitivity)
-from minilrp.models.image_files import read_image_file  # noqa: E402
+from minilrp.models.images import load_image  # noqa: E402
 from minilrp.playground.app import create_app  # noqa: E402
 from minilrp.playground.browser import chromium, find_chromium, wait_for  # noqa: E402
 from minilrp.playground.cli import serving  # noqa: E402
@@ -343,28 +343,31 @@ def picture_bytes(array, fmt="PNG"):
     return buf.getvalue()
 
 
-def test_upload_converts_like_the_demo_and_refuses_bad_files(client):
+def test_upload_converts_like_the_demo_and_refuses_bad_files(client, net, tmp_path):
     img = np.full((60, 40, 3), 250, np.uint8)
     img[10:50, 8:30] = 30  # a dark garment on white paper
     data = picture_bytes(img)
     r = client.post("/api/image?model=fmnist-cnn&name=shirt.png", data=data)
     out = r.get_json()
-    want, note = read_image_file(io.BytesIO(data), (1, 28, 28), name="shirt.png")
+    (tmp_path / "shirt.png").write_bytes(data)
+    want, note = load_image(str(tmp_path / "shirt.png"), net)  # minilrp's one image loader
     got = np.frombuffer(base64.b64decode(out["pixels"]), np.uint8).reshape(1, 28, 28)
     assert np.array_equal(got, np.round(want * 255).astype(np.uint8))
     assert out["note"] == note and "inverted" in note and "40x60" in note
-    r = client.post("/api/image?model=fmnist-cnn", data=b"\x89PNG\r\n\x1a\n garbage")
-    assert r.status_code == 400 and "cannot read upload as an image" in r.get_json()["error"]
+    r = client.post("/api/image?model=fmnist-cnn&name=../../etc/broken.png", data=b"\x89PNG\r\n\x1a\n garbage")
+    message = r.get_json()["error"]
+    assert r.status_code == 400 and message.startswith("cannot read broken.png as an image")
+    assert "/tmp" not in message and "minilrp-upload" not in message  # the server's folders stay private
     r = client.post("/api/image?model=fmnist-cnn", data=b"")
     assert r.status_code == 400 and "empty upload" in r.get_json()["error"]
     r = client.post("/api/image?model=fmnist-cnn", data=b"\0" * (9 << 20))
     assert r.status_code == 413 and "request too large" in r.get_json()["error"]
     from PIL import Image
     buf = io.BytesIO()
-    Image.new("1", (9000, 5000)).save(buf, format="PNG")  # 45 Mpx in a few kB: a decompression bomb
+    Image.new("1", (10000, 6000)).save(buf, format="PNG")  # 60 Mpx in a few kB: a decompression bomb
     assert len(buf.getvalue()) < 100_000
     r = client.post("/api/image?model=fmnist-cnn", data=buf.getvalue())
-    assert r.status_code == 400 and "9000x5000 picture is too large" in r.get_json()["error"]
+    assert r.status_code == 400 and "10000x6000 = 60,000,000 pixels is more than the limit" in r.get_json()["error"]
     assert client.get("/api/sample?model=fmnist-cnn&index=0").status_code == 200
 
 
@@ -668,7 +671,7 @@ def test_page_curves_button(page, net):
 
 @needs_browser
 @pytest.mark.slow
-def test_page_shows_the_servers_refusal_and_recovers(page, tmp_path):
+def test_page_shows_the_servers_refusal_and_recovers(page, net, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
     d = page
@@ -696,7 +699,7 @@ def test_page_shows_the_servers_refusal_and_recovers(page, tmp_path):
     assert "inverted" in d.find_element(By.ID, "upload-note").text
     state = page_state(d)
     assert state["pixels"] == state["current"]
-    want, _ = read_image_file(str(path), (1, 28, 28))
+    want, _ = load_image(str(path), net)
     got = np.frombuffer(base64.b64decode(state["pixels"]), np.uint8).reshape(1, 28, 28)
     assert np.array_equal(got, np.round(want * 255).astype(np.uint8))
     # a corrupt upload: the page says what the server said

@@ -66,7 +66,23 @@ class _Builder:
     def refuse(self, where, why):
         raise MinilrpError(f"{where}: {why}. Supported {self.framework} layers: {self.supported}")
 
+    @staticmethod
+    def finite(where, what, a):
+        """``a`` if every value is finite; else an error naming the parameter (a NaN weight
+        would make every output NaN, and the output check would blame the wrong thing)."""
+        if a is None:
+            return a
+        a = np.asarray(a)
+        bad = ~np.isfinite(a)
+        if bad.any():
+            n_nan = int(np.isnan(a).sum())
+            raise MinilrpError(f"{where}: {what} holds {n_nan} NaN and {int(bad.sum()) - n_nan} "
+                               f"infinite values (of {a.size}); minilrp refuses non-finite parameters")
+        return a
+
     def add(self, layer, where):
+        for pname, p in layer.params().items():  # values beyond the dtype's range turn into inf
+            self.finite(where, f"its {pname} (in {p.dtype})", p)
         try:
             shape = layer.output_shape(self.shape)
         except MinilrpError as e:
@@ -99,8 +115,11 @@ class _Builder:
         dtype = layer.weight.dtype
         w = layer.weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
         b = np.zeros(n) if layer.bias is None else layer.bias.astype(np.float64)
-        layer.weight = np.ascontiguousarray(w, dtype=dtype)
-        layer.bias = np.ascontiguousarray((b - mean) * scale + beta, dtype=dtype)
+        with np.errstate(over="ignore"):  # refused right below, by name
+            layer.weight = np.ascontiguousarray(w, dtype=dtype)
+            layer.bias = np.ascontiguousarray((b - mean) * scale + beta, dtype=dtype)
+        for pname, p in layer.params().items():
+            self.finite(where, f"folding it into {self.sources[-1]} gives a {pname} that", p)
         self.sources[-1] += f" + {where} (folded)"
 
     def fold_bias(self, where, bias):
@@ -114,7 +133,8 @@ class _Builder:
             self.refuse(where, f"Add of a constant of shape {b.shape}: only a per-output bias of "
                                f"the preceding {type(layer).__name__} ({n} outputs) can be folded")
         old = np.zeros(n) if layer.bias is None else layer.bias.astype(np.float64)
-        layer.bias = np.ascontiguousarray(old + squeezed, dtype=layer.weight.dtype)
+        layer.bias = self.finite(where, f"folding it into {self.sources[-1]} gives a bias that",
+                                 np.ascontiguousarray(old + squeezed, dtype=layer.weight.dtype))
 
     def network(self, classes, name, mean, std, input_range, provenance, input_shape):
         if not self.layers:
@@ -289,8 +309,9 @@ def _convert_torch_module(b, where, m, torch):
     kind = type(m).__name__
     label = f"'{where}' ({kind})"
 
-    def arr(t):
-        return None if t is None else t.detach().cpu().numpy().copy()
+    def arr(t, pname):
+        a = None if t is None else t.detach().cpu().numpy().copy()
+        return b.finite(label, f"parameter '{where}.{pname}'", a)
 
     if isinstance(m, nn.Conv2d) and type(m) in (nn.Conv2d,):
         if m.groups != 1:
@@ -310,11 +331,11 @@ def _convert_torch_module(b, where, m, torch):
                 b.refuse(label, f"padding='same' with an even kernel {k} (asymmetric padding)")
         else:
             p = _square(m.padding, "padding", label, b)
-        b.add(Conv2d(m.in_channels, m.out_channels, k, s, p, weight=arr(m.weight),
-                     bias=arr(m.bias), use_bias=m.bias is not None), label)
+        b.add(Conv2d(m.in_channels, m.out_channels, k, s, p, weight=arr(m.weight, "weight"),
+                     bias=arr(m.bias, "bias"), use_bias=m.bias is not None), label)
     elif isinstance(m, nn.Linear) and type(m) in (nn.Linear,):
-        b.add(Dense(m.in_features, m.out_features, weight=arr(m.weight), bias=arr(m.bias),
-                    use_bias=m.bias is not None), label)
+        b.add(Dense(m.in_features, m.out_features, weight=arr(m.weight, "weight"),
+                    bias=arr(m.bias, "bias"), use_bias=m.bias is not None), label)
     elif type(m) is nn.ReLU:
         b.add(ReLU(), label)
     elif type(m) is nn.MaxPool2d:
@@ -350,14 +371,15 @@ def _convert_torch_module(b, where, m, torch):
     elif type(m) in (nn.BatchNorm2d, nn.BatchNorm1d):
         if m.running_mean is None or m.running_var is None:
             b.refuse(label, "track_running_stats=False: no running statistics to fold")
-        gamma = arr(m.weight) if m.affine else np.ones(m.num_features)
-        beta = arr(m.bias) if m.affine else np.zeros(m.num_features)
+        gamma = arr(m.weight, "weight") if m.affine else np.ones(m.num_features)
+        beta = arr(m.bias, "bias") if m.affine else np.zeros(m.num_features)
         prev = b.layers[-1] if b.layers else None
         if type(m) is nn.BatchNorm2d and isinstance(prev, Dense):
             b.refuse(label, "BatchNorm2d after a Linear layer")
         if type(m) is nn.BatchNorm1d and isinstance(prev, Conv2d):
             b.refuse(label, "BatchNorm1d after a Conv2d layer")
-        b.fold_batchnorm(label, kind, gamma, beta, arr(m.running_mean), arr(m.running_var), m.eps)
+        b.fold_batchnorm(label, kind, gamma, beta, arr(m.running_mean, "running_mean"),
+                         arr(m.running_var, "running_var"), m.eps)
     else:
         hint = ""
         if type(m).__name__ in ("Softmax", "LogSoftmax"):
@@ -475,8 +497,10 @@ def _check_against_torch(module, net, torch, untraced):
     if not isinstance(ref, torch.Tensor):
         raise MinilrpError(f"the module's forward returns a {type(ref).__name__}, not a tensor")
     ref = ref.detach().cpu().numpy().astype(np.float64)
+    _finite_output("the module itself", ref, ndtype)
     out = net.forward(x).astype(np.float64)
     net.clear()
+    _finite_output("the converted network", out, ndtype)
     why = f" ({untraced})" if untraced else ""
     if ref.shape != out.shape:
         raise MinilrpError(f"the converted chain's output {out.shape} differs in shape from the "
@@ -489,6 +513,13 @@ def _check_against_torch(module, net, torch, untraced):
                            f"(relative difference {err:.3g} on a random input): the forward is "
                            f"not a plain chain of its layers (a skip connection, or an operation between layers "
                            f"that minilrp does not see){why}")
+
+
+def _finite_output(who, v, dtype):
+    if not np.isfinite(v).all():
+        raise MinilrpError(f"{who} gives non-finite outputs on a random input of the valid "
+                           f"range (overflow in {np.dtype(dtype).name}? very large weights or "
+                           "biases); the conversion cannot be checked")
 
 
 # ==========================================================================================
@@ -778,7 +809,11 @@ def _const(b, consts, name, where, what, dtype):
     a = consts[name]
     if a.dtype.kind != "f":
         b.refuse(where, f"its {what} '{name}' has dtype {a.dtype}, not floating point")
-    return np.ascontiguousarray(a, dtype=dtype)
+    b.finite(where, f"its {what} '{name}'", a)
+    with np.errstate(over="ignore"):  # refused right below, by name
+        a = np.ascontiguousarray(a, dtype=dtype)
+    return b.finite(where, f"its {what} '{name}' in {np.dtype(dtype).name} (values beyond its "
+                           "range become infinite)", a)
 
 
 def _spatial(b, where, a, key, default, n=2):

@@ -22,8 +22,10 @@ is computed, the others return ``{"superseded": true}`` at once.
 """
 from __future__ import annotations
 
-import io
+import os
+import re
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -36,7 +38,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .. import MinilrpError, available_models, load_model, load_samples
-from ..models.image_files import read_image_file
+from ..models.images import load_image
 from . import compute
 from .settings import BadRequest, catalogue, client_of, encode_pixels, parse
 
@@ -149,6 +151,13 @@ class Playground:
             self._workers.clear()
 
 
+def upload_name(name) -> str:
+    """The uploaded file's name as the browser gave it, reduced to a safe file name (letters,
+    digits, ``._- ``; no folders), for messages and notes; "upload" when nothing is left."""
+    name = re.sub(r"[^A-Za-z0-9._ -]", "_", os.path.basename(str(name).replace("\\", "/")))[-100:]
+    return name.lstrip(". ") or "upload"
+
+
 def _static_files():
     """The page's own files, read once: {name: (bytes, content type)}."""
     folder = resources.files("minilrp.playground") / "static"
@@ -242,12 +251,21 @@ def create_app(files=None, bundled=True, trusted_hosts=LOOPBACK) -> Flask:
 
     @app.post("/api/image")
     def image():
-        info = state.info(request.args.get("model", next(iter(state.sources))))
         data = request.get_data(cache=False)
         if not data:
             raise BadRequest("empty upload: send the picture file as the request body")
-        name = request.args.get("name", "upload")[:100]
-        a, note = read_image_file(io.BytesIO(data), tuple(info["input_shape"]), name=name)
+        name = upload_name(request.args.get("name", ""))
+
+        def job(net):  # minilrp's one image loader reads files: the upload becomes one, briefly
+            with tempfile.TemporaryDirectory(prefix="minilrp-upload-") as folder:
+                path = os.path.join(folder, name)
+                with open(path, "wb") as f:
+                    f.write(data)
+                try:
+                    return load_image(path, net)
+                except MinilrpError as e:  # name the upload, not the server's folder
+                    raise BadRequest(str(e).replace(folder + os.sep, "")) from None
+        a, note = state.worker(request.args.get("model", next(iter(state.sources)))).run(job)
         return jsonify(pixels=encode_pixels(np.round(a * 255).astype(np.uint8)), note=note)
 
     def body():
