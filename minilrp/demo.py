@@ -139,6 +139,7 @@ def run(args):
         args.n_eval, args.steps = min(args.n_eval, 16), min(args.steps, 8)
     if args.steps < 1 or args.n_eval < 1:
         raise MinilrpError("--steps and --n-eval must be at least 1")
+    P.get_perturbation(args.perturbation)  # every option is checked before any work
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +154,14 @@ def run(args):
     composites = composites_from(args)
     target = resolve_target(args.target, net)
     images, labels, classes = load_samples()
+    if net.input_shape == (1,) + images.shape[1:]:  # the perturbation evaluation will run: its sizes
+        regions = P.grid(net.input_shape)
+        if args.steps > regions.n_regions:
+            raise MinilrpError(f"--steps {args.steps}: a {net.input_shape[1]}x{net.input_shape[2]} image has "
+                               f"{regions.n_regions} regions of {regions.size}x{regions.size}, so at most "
+                               f"{regions.n_regions} steps")
+        if args.n_eval > len(images):
+            raise MinilrpError(f"--n-eval {args.n_eval}: there are {len(images)} bundled test images")
     notes = []
     files = [s for s in args.images if s.lower().endswith(IMAGE_SUFFIXES) or os.path.sep in s]
     if files:
@@ -233,7 +242,7 @@ def evaluate(net, x, composites, args):
     """MoRF for SA and every LRP preset, LeRF for the first, one SA+LRP combined ordering and
     random, on the same noise draws; AOPC with standard errors."""
     regions = P.grid(x.shape[1:])
-    steps = min(args.steps, regions.n_regions)
+    steps = args.steps  # run() checked it fits the regions
     sa_scores = P.region_scores(sensitivity.sa(net, x), regions)
     lrp_scores = {name: P.region_scores(net.relevance(x, comp), regions) for name, comp in composites}
     first = next(iter(lrp_scores))

@@ -71,6 +71,18 @@ def test_bad_input_one_line_error(args, message, tmp_path):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "500"], "--steps 500: a 28x28 image has 49 regions of 4x4, so at most 49 steps"),
+    (["--n-eval", "5000"], "--n-eval 5000: there are 1000 bundled test images"),
+    (["--perturbation", "smudge"], "unknown perturbation"),
+])
+def test_options_are_checked_before_any_work(args, message, tmp_path):
+    """What the report would misstate, or what would fail late, fails first, in one line."""
+    r = run(*args, "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Model" not in r.stdout and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_unreadable_image_and_unwritable_folder(tmp_path):
     bad = tmp_path / "not-an-image.png"
     bad.write_text("hello")
