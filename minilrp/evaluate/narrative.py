@@ -1,0 +1,199 @@
+"""Plain-language sentences beside the reports' tables, computed from the numbers.
+
+Every sentence here is a template filled with measured values, and the choice of template is made
+by comparing those values (an interval above, below or across zero; a share above or below
+another). The known *reasons* for a surprising result are attached only when the numbers that
+reason predicts are actually there, for instance:
+
+- a fill that draws on blank background (uniform noise) changes the score where relevance that is
+  proportional to the input is exactly 0: such maps distort blank regions last, SA (whose gradient
+  need not vanish there) ranks them, and the verdict "LRP beats SA" can flip with the fill;
+- z+ / alpha-beta rules give maps that depend little on the deeper layers' weights (Sixt et al.
+  2020), so randomising those layers changes them little;
+- maps proportional to the input are 0 wherever the input is 0, on any model.
+
+Numbers: a paired difference or a mean comes as a dict {"mean", "low", "high"} (a 95% interval,
+perturbation.summarize or sanity.interval).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import perturbation as P
+
+
+def interval(s, digits=2, signed=True) -> str:
+    """"+1.21 [+0.99, +1.42]" from {"mean", "low", "high"}."""
+    f = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    return f"{f.format(s['mean'])} [{f.format(s['low'])}, {f.format(s['high'])}]"
+
+
+def side(s) -> str:
+    """"above" (interval above 0), "below", or "across" (contains 0, or undefined)."""
+    if not np.isfinite(s["mean"]):
+        return "across"
+    return "above" if s["low"] > 0 else ("below" if s["high"] < 0 else "across")
+
+
+def percent(v) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.0f}%"
+
+
+# ============================================================================== region perturbation
+
+def versus_random(method, ordering, diff) -> str:
+    """One sentence: how ``method``'s ordering compares with the random ordering. diff: the paired
+    per-image AOPC(method) - AOPC(random) with its interval. Under MoRF a larger AOPC is better
+    (the score falls faster); under LeRF and the inessential-first orderings a smaller one is
+    (the score stays up)."""
+    d = interval(diff)
+    where = side(diff)
+    if ordering == "MoRF":
+        if where == "above":
+            return f"{method}: distorting its most relevant regions first lowers the score faster than random order (AOPC {d} above random)."
+        if where == "below":
+            return (f"{method}: distorting its most relevant regions first lowers the score *more slowly* than "
+                    f"random order (AOPC {d} relative to random): under this fill its top regions matter less than random ones.")
+        return f"{method}: its most-relevant-first order cannot be told apart from random order (AOPC {d} relative to random)."
+    if where == "below":
+        return f"{method} ({ordering}): distorting what it marks as unimportant first keeps the score higher than random order (AOPC {d} relative to random)."
+    if where == "above":
+        return (f"{method} ({ordering}): distorting what it marks as unimportant first lowers the score *faster* than random order "
+                f"(AOPC {d} relative to random): it marks as unimportant regions that matter.")
+    return f"{method} ({ordering}): cannot be told apart from random order (AOPC {d} relative to random)."
+
+
+def blank_changed(net, x, perturbation, region_size=None, seed=0) -> float:
+    """The share of blank background pixels (every channel equal to the data's background value)
+    that ``perturbation`` changes when it distorts every region of images x (N, C, H, W): 0 for a
+    fill equal to the background, ~1 for uniform noise. NaN when x has no blank pixel."""
+    bg = P.Constant("background").resolve(net, x).fill_value
+    blank = np.all(np.isclose(x, bg[None], atol=1e-6), axis=1)
+    if not blank.any():
+        return float("nan")
+    regions = P.grid(x.shape[1:], region_size)
+    order = np.tile(np.arange(regions.n_regions), (len(x), 1))
+    xk = P.perturb(net, x, regions, order, regions.n_regions, perturbation, seed)
+    return float(np.any(xk != x, axis=1)[blank].mean())
+
+
+def blank_reason(method, fill, method_blank, random_blank, sa_blank=None, fill_blank_change=1.0) -> str:
+    """The known reason why an input-proportional map can lose to SA or to random order under a
+    fill that draws on blank background; "" when the numbers do not show it: the fill must change
+    blank pixels (>= 50%) and the method must distort blank regions first less than half as often as
+    random order does. *_blank: the share of blank background among the first quarter of the
+    regions each order distorts."""
+    if fill_blank_change is None or not fill_blank_change >= 0.5:
+        return ""
+    if method_blank is None or random_blank is None or not method_blank < 0.5 * random_blank:
+        return ""
+    sa = f", SA's {percent(sa_blank)}" if sa_blank is not None and sa_blank > method_blank else ""
+    return (f"Why: `{fill}` changes {percent(fill_blank_change)} of the blank background pixels it distorts, "
+            f"so distorting empty background draws new strokes that move the score. Only {percent(method_blank)} "
+            f"of the regions {method} distorts first are blank (random order: {percent(random_blank)}{sa}): "
+            "relevance proportional to the input is exactly 0 on blank pixels, so such regions come last in its "
+            "order and it cannot rank them. A fill equal to the background (constant:background) leaves blank "
+            "regions unchanged and removes this effect.")
+
+
+def flips(method, verdicts) -> str:
+    """A sentence when a comparison's verdict differs between fills; verdicts: {fill: (side,
+    interval text)} of the same comparison. "" when all fills agree."""
+    sides = {v[0] for v in verdicts.values()}
+    if len(sides) < 2:
+        return ""
+    parts = [f"{word} under `{fill}` ({text})" for fill, (s, text) in verdicts.items()
+             for word in [{"above": "wins", "below": "loses", "across": "ties"}[s]]]
+    return f"{method}'s verdict depends on the fill: it " + ", ".join(parts) + "."
+
+
+# ============================================================================== sanity checks
+
+def randomisation(method, labels, verdicts, summaries, measure_label, threshold, order) -> str:
+    """Model-parameter randomisation, one method: labels (top first) of the steps, their
+    similarity verdicts ("changed"/"unchanged"/"inconclusive") and intervals."""
+    if order == "cascading":
+        first = next((k for k, v in enumerate(verdicts) if v == "changed"), None)
+        last = summaries[-1]
+        if first == 0:
+            return (f"{method}: sensitive to the model's parameters: randomising only the top layer ({labels[0]}) "
+                    f"already changes its maps ({measure_label} {interval(summaries[0], signed=False)} < {threshold}).")
+        if first is not None:
+            return (f"{method}: its maps change only once the layers down to {labels[first]} are randomised "
+                    f"({measure_label} {interval(summaries[first], signed=False)} < {threshold}); above that "
+                    f"they stay similar ({interval(summaries[first - 1], signed=False)}).")
+        if verdicts[-1] == "unchanged":
+            return (f"{method}: *insensitive* to the model's parameters: with every layer randomised its maps "
+                    f"still resemble the original ({measure_label} {interval(last, signed=False)} > {threshold}).")
+        return (f"{method}: with every layer randomised, its similarity to the original "
+                f"({measure_label} {interval(last, signed=False)}) is neither clearly above nor below {threshold}.")
+    changed = [lab for lab, v in zip(labels, verdicts) if v == "changed"]
+    kept = [lab for lab, v in zip(labels, verdicts) if v == "unchanged"]
+    text = f"{method}: randomising one layer alone changes its maps for " + (
+        ", ".join(changed) if changed else "no layer")
+    if kept:
+        text += f"; its maps stay similar when only {', '.join(kept)} is randomised"
+    return text + "."
+
+
+def alpha_beta_reason(method, rules, own, gradient) -> str:
+    """Sixt et al. (2020)'s reason, attached when the method uses z+ or alpha-beta rules and its
+    maps stayed similar where the gradient's changed. rules: the rule labels of the method's
+    layers; own, gradient: verdicts per cascading step."""
+    if not any(r.startswith(("ZPlus", "AlphaBeta")) for r in rules):
+        return ""
+    steps = [k for k, (a, b) in enumerate(zip(own, gradient)) if a == "unchanged" and b == "changed"]
+    if not steps:
+        return ""
+    return (f"Why {method} stays similar where the gradient does not: its z+ / alpha-beta rules pass relevance "
+            "only along positive contributions, and Sixt et al. (2020) showed that such maps converge to a "
+            "map that depends little on the deeper layers' weights, so randomising them changes the map little.")
+
+
+def input_zeros_reason(method, zero_share, chance) -> str:
+    """Attached when a method's maps are exactly 0 on many pixels (maps proportional to the input
+    vanish wherever it is 0, on any model): their rank correlation stays high because the zeros
+    tie in both maps; the chance level (another image's map) shows how much of it that explains."""
+    if zero_share is None or not zero_share >= 0.2:
+        return ""
+    return (f"Why {method}'s rank correlation stays high: its maps are exactly 0 on {percent(zero_share)} of the "
+            "pixels (maps proportional to the input vanish wherever the input does, on any model), and those "
+            f"zeros tie in both maps. Even another image's map correlates at {chance['mean']:.2f} with it.")
+
+
+def random_logit(method, summary, measure_label, threshold, verdict) -> str:
+    if verdict == "changed":
+        return (f"{method}: explaining another class gives a different map ({measure_label} "
+                f"{interval(summary, signed=False)} < {threshold}): it depends on the class explained.")
+    if verdict == "unchanged":
+        return (f"{method}: explaining a random other class gives nearly the same map ({measure_label} "
+                f"{interval(summary, signed=False)} > {threshold}): it shows the image more than the class.")
+    return f"{method}: the map for another class is neither clearly similar nor clearly different ({measure_label} {interval(summary, signed=False)})."
+
+
+def invariance(method, invariant_share, median_change, largest, tol) -> str:
+    if invariant_share == 1:
+        return (f"{method}: input-invariant: the shifted input in the compensated network gives the same map on every "
+                f"image (largest relative change {largest:.1e} <= {tol:g}).")
+    if invariant_share == 0:
+        return (f"{method}: *not* input-invariant: its map changes on every image although the model's "
+                f"output does not (median relative change {median_change:.2g}).")
+    return (f"{method}: input-invariant on {percent(invariant_share)} of the images only (median relative "
+            f"change {median_change:.2g}).")
+
+
+def conservation(method, ratio, shares=None, residual=None, sums_to="f(x)") -> str:
+    """ratio: {"mean", "low", "high"} of the map's sum / the score; shares: {"bias", "stabiliser",
+    "dropped"} mean shares of the score (LRP); residual: the largest unexplained share."""
+    text = f"{method}: its sum is {100 * ratio['mean']:.1f}% [{100 * ratio['low']:.1f}, {100 * ratio['high']:.1f}] of {sums_to}"
+    if shares is not None:
+        text += (f"; biases absorb {100 * shares['bias']:.1f}%, stabilisers {100 * shares['stabiliser']:.2f}%, "
+                 f"dropped units {100 * shares['dropped']:.2f}%")
+        if residual is not None:
+            text += f", and the ledger leaves {residual:.1e} of the score unexplained"
+    elif sums_to == "f(x)" and abs(ratio["mean"] - 1) > 0.01:
+        text += (" (gradient x input sums to f(x) only for networks without biases; here the biases "
+                 "account for the rest)")
+    elif sums_to == "f(x) - f(x0)":
+        text += " (completeness, up to the error of the 32-step integration)"
+    return text + "."
