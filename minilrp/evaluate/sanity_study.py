@@ -57,14 +57,17 @@ def check_options(args):
     if not np.isfinite(args.shift) or args.shift == 0:
         raise MinilrpError(f"--shift must be a finite non-zero number, got {args.shift}")
     P._check_seed(args.seed)
+    return n, specs
+
+
+def writable(out):
     try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, ".write-test")
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write-test")
         open(probe, "w").close()
         os.remove(probe)
     except OSError as e:
-        raise MinilrpError(f"cannot write the output folder {args.out}: {e.strerror or e}") from None
-    return n, specs
+        raise MinilrpError(f"cannot write the output folder {out}: {e.strerror or e}") from None
 
 
 def run_sanity(args, command):
@@ -82,6 +85,7 @@ def run_sanity(args, command):
         raise MinilrpError(f"model {net.name} takes input {net.input_shape}, not the bundled 28x28 "
                            "Fashion-MNIST samples")
     methods = S.methods_from(specs)
+    writable(args.out)
     x = net.preprocess(images[:n])
     t = net.targets(None, P.forward_batched(net, x))
     layers = S.parameter_layers(net)
