@@ -76,30 +76,6 @@ def test_bad_options_are_refused_before_computing(tmp_path, capsys):
     assert "cannot write the output folder" in capsys.readouterr().err
 
 
-def test_sentences_follow_the_numbers():
-    up, down, zero = ({"mean": m, "low": lo, "high": hi} for m, lo, hi in
-                      ((1.2, 1.0, 1.4), (-0.9, -1.1, -0.7), (0.1, -0.2, 0.4)))
-    assert "faster than random" in T.versus_random("SA", "MoRF", up)
-    assert "*more slowly*" in T.versus_random("LRP", "MoRF", down)
-    assert "cannot be told apart" in T.versus_random("LRP", "MoRF", zero)
-    assert "keeps the score higher" in T.versus_random("LRP", "LeRF", down)
-    assert "+1.20 [+1.00, +1.40]" in T.versus_random("SA", "MoRF", up)
-    # the blank-background reason needs both numbers that predict it
-    assert T.blank_reason("LRP", "uniform", 0.05, 0.30, 0.21, 1.0).startswith("Why: `uniform` changes 100%")
-    assert T.blank_reason("LRP", "constant:background", 0.05, 0.30, 0.21, 0.0) == ""
-    assert T.blank_reason("LRP", "uniform", 0.25, 0.30, 0.21, 1.0) == ""
-    assert T.flips("LRP X", {"uniform": ("below", "-1"), "constant:background": ("above", "+2")}) \
-        == "LRP X's verdict depends on the fill: it loses under `uniform` (-1), wins under `constant:background` (+2)."
-    assert T.flips("LRP X", {"uniform": ("above", "1"), "blur": ("above", "2")}) == ""
-    labels = ["9 Dense", "7 Dense", "0 Conv2d"]
-    iv = [{"mean": m, "low": m - 0.05, "high": m + 0.05} for m in (0.9, 0.3, 0.2)]
-    text = T.randomisation("M", labels, ["unchanged", "changed", "changed"], iv, "rho", 0.5, "cascading")
-    assert "only once the layers down to 7 Dense" in text and "0.30 [0.25, 0.35]" in text
-    assert "alpha-beta" in T.alpha_beta_reason("M", ["AlphaBeta(alpha=2, beta=1)"], ["unchanged"], ["changed"])
-    assert T.alpha_beta_reason("M", ["Gamma(gamma=0.25)"], ["unchanged"], ["changed"]) == ""
-    assert T.alpha_beta_reason("M", ["ZPlus()"], ["changed"], ["changed"]) == ""
-
-
 @needs_model
 def test_blank_changed_measures_the_fill():
     import minilrp

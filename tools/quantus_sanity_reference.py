@@ -62,8 +62,6 @@ def explain_func(method, record, calls):
     """A Quantus explain_func: float64 maps (N, 1, H, W) of ``method`` for any torch model;
     every call records the model's parameters and the targets (for the fingerprints and the
     random-logit classes)."""
-    import torch
-
     def fn(model, inputs, targets, **kwargs):
         x = np.asarray(inputs, np.float64)
         calls.append(({k: v.detach().numpy().copy() for k, v in model.state_dict().items()},

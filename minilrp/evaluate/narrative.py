@@ -104,7 +104,70 @@ def flips(method, verdicts) -> str:
         return ""
     parts = [f"{word} under `{fill}` ({text})" for fill, (s, text) in verdicts.items()
              for word in [{"above": "wins", "below": "loses", "across": "ties"}[s]]]
-    return f"{method}'s verdict depends on the fill: it " + ", ".join(parts) + "."
+    return f"{method}: the verdict depends on the fill: it " + ", ".join(parts) + "."
+
+
+def _vs_random(r):
+    """AOPC(method) - AOPC(random) from a perturbation-study row (which stores random - method)."""
+    return {"mean": -r["random_minus_aopc"], "low": -r["random_minus_high"], "high": -r["random_minus_low"]}
+
+
+def _vs_sa(r):
+    return {"mean": r["minus_sa"], "low": r["minus_sa_low"], "high": r["minus_sa_high"]}
+
+
+def perturbation_words(rows, p, composites, row, blank_change=None, oracle=False) -> list:
+    """Markdown lines for the table of fill ``p`` of the perturbation study: each method's MoRF
+    against random order (and against SA), with the blank-background reason where its numbers
+    show it. rows/row: the study's rows and its row(p, method, ordering) lookup."""
+    rnd, sa = row(p, "Random", "random"), row(p, "SA", "MoRF")
+    methods = ["SA", "Gradient x Input"] + [f"LRP {c}" for c in composites] + (["Oracle"] if oracle else [])
+    out = [f"In words (under `{p}`, computed from the table):", ""]
+    for m in methods:
+        r = row(p, m, "MoRF")
+        d = _vs_random(r)
+        text = versus_random(m, "MoRF", d)
+        loses = side(d) != "above"
+        if m not in ("SA", "Oracle") and r["minus_sa"] is not None:
+            s = _vs_sa(r)
+            text += {"above": f" It beats SA by {interval(s)}.", "below": f" It loses to SA by {interval(s)}.",
+                     "across": f" It cannot be told apart from SA ({interval(s)})."}[side(s)]
+            loses = loses or side(s) == "below"
+        lerf = _vs_random(row(p, m, "LeRF"))
+        text += {"below": " Least relevant first (LeRF), it keeps the score higher than random order",
+                 "above": " Least relevant first (LeRF), it lowers the score *faster* than random order",
+                 "across": " Least relevant first (LeRF), it cannot be told apart from random order"}[side(lerf)]
+        text += f" (AOPC {interval(lerf)} relative to random)."
+        out.append(f"- {text}")
+        if loses and m != "Oracle":
+            reason = blank_reason(m, p, r["blank_first_quarter"], rnd["blank_first_quarter"],
+                                  sa["blank_first_quarter"], blank_change)
+            if reason:
+                out.append(f"  {reason}")
+    return out + [""]
+
+
+def perturbation_flips(rows, perts, composites, row, blank_changes) -> list:
+    """Markdown lines: for every comparison "LRP beats SA under MoRF" whose verdict differs
+    between fills, the sentence saying so and, for the fill where LRP loses, the reason when its
+    numbers show it. [] when no verdict flips."""
+    out = []
+    for c in composites:
+        m = f"LRP {c}"
+        verdicts = {p.name: (side(_vs_sa(row(p.name, m, "MoRF"))), interval(_vs_sa(row(p.name, m, "MoRF"))))
+                    for p in perts}
+        text = flips(f"{m} against SA (MoRF)", verdicts)
+        if not text:
+            continue
+        out.append(f"- {text}")
+        for p, (s, _) in verdicts.items():
+            if s == "below":
+                r = row(p, m, "MoRF")
+                reason = blank_reason(m, p, r["blank_first_quarter"], row(p, "Random", "random")["blank_first_quarter"],
+                                      row(p, "SA", "MoRF")["blank_first_quarter"], blank_changes.get(p))
+                if reason:
+                    out.append(f"  {reason}")
+    return (["Where a verdict depends on the fill (computed):", ""] + out + [""]) if out else []
 
 
 # ============================================================================== sanity checks
