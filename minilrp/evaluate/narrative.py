@@ -147,6 +147,49 @@ def perturbation_words(rows, p, composites, row, blank_change=None, oracle=False
     return out + [""]
 
 
+def blank_regions(net, x, regions) -> np.ndarray:
+    """(N, R) bool: regions whose every pixel equals the data's background value in every channel."""
+    bg = P.Constant("background").resolve(net, x).fill_value
+    blank_px = np.all(np.isclose(x, bg[None], atol=1e-6), axis=1)
+    return P.region_scores((~blank_px).astype(np.float64), regions) == 0
+
+
+def aopc_words(curves, orders, blank, fill, blank_change, random_key=("random", "random"),
+               sa_key=("SA", "MoRF")) -> list:
+    """Sentences for a table of AOPCs on the same images and fill: each ordering against the random
+    one (paired per image, 95% interval), most-relevant-first orders also against SA, and the
+    blank-background reason where its numbers show it. curves: {(method, ordering): (N, L + 1)};
+    orders: {(method, ordering): (N, R)}; blank: (N, R) from :func:`blank_regions`."""
+    rand = P.aopc(curves[random_key])
+    L = curves[random_key].shape[1] - 1
+    q = max(1, L // 4)
+
+    def blank_share(key):
+        return float(np.take_along_axis(blank, orders[key][:, :q], axis=1).mean()) if key in orders else None
+    out = []
+    for key, c in curves.items():
+        if key == random_key:
+            continue
+        method, ordering = key
+        a = P.aopc(c)
+        d = P.summarize(a - rand)
+        text = versus_random(method,
+                             "MoRF" if ordering == "MoRF" else ordering, d)
+        loses = ordering == "MoRF" and side(d) != "above"
+        if ordering == "MoRF" and key != sa_key and sa_key in curves:
+            s = P.summarize(a - P.aopc(curves[sa_key]))
+            text += {"above": f" It beats SA by {interval(s)}.", "below": f" It loses to SA by {interval(s)}.",
+                     "across": f" It cannot be told apart from SA ({interval(s)})."}[side(s)]
+            loses = loses or side(s) == "below"
+        out.append(text)
+        if loses and key != sa_key:
+            reason = blank_reason(method, fill, blank_share(key), blank_share(random_key),
+                                  blank_share(sa_key), blank_change)
+            if reason:
+                out.append(reason)
+    return out
+
+
 def perturbation_flips(rows, perts, composites, row, blank_changes) -> list:
     """Markdown lines: for every comparison "LRP beats SA under MoRF" whose verdict differs
     between fills, the sentence saying so and, for the fill where LRP loses, the reason when its

@@ -162,6 +162,54 @@ def run_sanity(args, command):
     return write_report(args.out)
 
 
+def short_checks(net, x, methods, seed=0, threshold=0.5, measure="spearman_abs", shift=-1.0):
+    """The checks at a glance for a few images (the demo's section): cascading randomisation,
+    random logit and input invariance of every method, with the sentences of the full report.
+    -> {"header", "rows" (one per method), "words" (sentences), "figure" (a matplotlib Figure)}."""
+    from ..explain.composites import get_composite
+    from ..pictures import plots
+    methods = S.methods_from(methods)
+    t = net.targets(None, P.forward_batched(net, x))
+    originals = {m.name: m.maps(net, x, t) for m in methods}
+    r = S.mprt(net, x, methods, target=t, seed=seed, originals=originals)
+    rl = S.random_logit(net, x, methods, target=t, seed=seed, originals=originals)
+    inv = S.input_invariance(net, x, methods, shift, target=t)
+    ml = LABELS[measure]
+    grad = next((m.name for m in methods if m.name in ("Gradient", "SA")), None)
+    grad_v = None if grad is None else [S.similarity_verdict(S.interval(v), threshold)
+                                        for v in r.similarity[grad][measure]]
+    rows, words, curves = [], [], {}
+    for m in methods:
+        summ = [S.interval(v) for v in r.similarity[m.name][measure]]
+        verdicts = [S.similarity_verdict(s, threshold) for s in summ]
+        lg = S.interval(rl["similarity"][m.name][measure])
+        lv = S.similarity_verdict(lg, threshold)
+        d = inv["difference"][m.name]
+        ok = d <= 1e-6
+        rows.append((m.name, f"{summ[0]['mean']:.2f} {verdicts[0]}", f"{summ[-1]['mean']:.2f} {verdicts[-1]}",
+                     f"{lg['mean']:.2f} {lv}", f"{int(ok.sum())}/{len(ok)}"))
+        words.append(T.randomisation(m.name, r.labels, verdicts, summ, ml, threshold, "cascading"))
+        if m.composite is not None and grad_v is not None:
+            rules = [x_.label() for x_ in get_composite(m.composite).rules(net) if x_ is not None]
+            reason = T.alpha_beta_reason(m.name, rules, verdicts, grad_v)
+            if reason:
+                words.append(reason)
+        words.append(T.random_logit(m.name, lg, ml, threshold, lv))
+        words.append(T.invariance(m.name, float(ok.mean()), float(np.median(d)), float(d.max()), 1e-6))
+        c = np.concatenate([np.ones((len(x), 1)), r.similarity[m.name][measure].T], axis=1)
+        curves[m.name] = c[np.isfinite(c).all(axis=1)]
+    fig = plots.plot_curves({k: v for k, v in curves.items() if len(v)}, band="ci",
+                            title=f"{net.name}: cascading randomisation, {len(x)} images",
+                            ylabel=f"{ml} with the original map")
+    ax = fig.axes[0]
+    ax.set_xticks(range(len(r.labels) + 1), ["original"] + [" ".join(lab.split(" ")[:2]) for lab in r.labels],
+                  fontsize=7)
+    ax.set_xlabel("layers randomised (top first)")
+    ax.axhline(threshold, color="k", ls="--", lw=0.8)
+    header = ["method", "MPRT, top layer", "MPRT, all layers", "random logit", "input-invariant images"]
+    return {"header": header, "rows": rows, "words": words, "figure": fig}
+
+
 # ============================================================================== the report
 
 def _load(out):
