@@ -177,6 +177,8 @@ def test_conservation_identities(rng):
 
 
 def test_methods_resolve_and_bad_input_is_named(rng):
+    import minilrp
+    assert minilrp.sanity is S and minilrp.similarity.MEASURES == MEASURES  # the short names
     assert S.method("SA").name == "SA" and S.method("Gradient-x-Input").name == "Gradient x Input"
     assert S.method("epsilongammabox").name == "LRP EpsilonGammaBox"
     assert S.method(Epsilon(0.1)).sums_to == "f(x)"
