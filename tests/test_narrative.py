@@ -73,3 +73,13 @@ def test_perturbation_words_and_flips():
                         "(-1.00 [-1.20, -0.80]), wins under `constant:background` (+2.90 [+2.70, +3.10]).")
     assert flips[3].startswith("  Why: `uniform`")
     assert T.perturbation_flips(rows, [Fill("uniform")], ["X"], row, {"uniform": 1.0}) == []
+
+
+def test_input_zeros_reason_needs_zeros_and_reports_the_signed_correlation():
+    chance = {"mean": 0.35, "low": 0.3, "high": 0.4}
+    signed = {"mean": 0.01, "low": -0.01, "high": 0.03}
+    text = T.input_zeros_reason("GxI", 0.51, chance, signed)
+    assert "exactly 0 on 51% of the pixels" in text and "correlates at 0.35" in text
+    assert "Signed, the correlation with every layer randomised is +0.01 [-0.01, +0.03]" in text
+    assert T.input_zeros_reason("SA", 0.0, chance, signed) == ""
+    assert "Signed" not in T.input_zeros_reason("GxI", 0.51, chance, {"mean": 0.8, "low": 0.7, "high": 0.9})

@@ -256,15 +256,21 @@ def alpha_beta_reason(method, rules, own, gradient) -> str:
             "map that depends little on the deeper layers' weights, so randomising them changes the map little.")
 
 
-def input_zeros_reason(method, zero_share, chance) -> str:
+def input_zeros_reason(method, zero_share, chance, signed=None) -> str:
     """Attached when a method's maps are exactly 0 on many pixels (maps proportional to the input
-    vanish wherever it is 0, on any model): their rank correlation stays high because the zeros
-    tie in both maps; the chance level (another image's map) shows how much of it that explains."""
+    vanish wherever it is 0, on any model): their rank correlation of |map| stays high because
+    the zeros tie in both maps; the chance level (another image's map) shows how much of it that
+    explains, and the signed correlation ``signed`` (with every layer randomised) whether the
+    map's signs still follow the model."""
     if zero_share is None or not zero_share >= 0.2:
         return ""
-    return (f"Why {method}'s rank correlation stays high: its maps are exactly 0 on {percent(zero_share)} of the "
+    text = (f"Why {method} keeps a high rank correlation: its maps are exactly 0 on {percent(zero_share)} of the "
             "pixels (maps proportional to the input vanish wherever the input does, on any model), and those "
             f"zeros tie in both maps. Even another image's map correlates at {chance['mean']:.2f} with it.")
+    if signed is not None and np.isfinite(signed["mean"]) and signed["high"] < 0.5:
+        text += (f" Signed, the correlation with every layer randomised is {interval(signed)}: "
+                 "where the map is not 0, its signs no longer follow the original.")
+    return text
 
 
 def random_logit(method, summary, measure_label, threshold, verdict) -> str:

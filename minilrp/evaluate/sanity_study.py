@@ -345,9 +345,11 @@ def markdown(settings, scores, rows, figures) -> str:
                 if grad is not None and name in s["rules"]:
                     reasons.append(T.alpha_beta_reason(name, s["rules"][name], v,
                                                        verdicts_of(rows, grad, order, measure, L)))
-                if "unchanged" in v:
-                    reasons.append(T.input_zeros_reason(name, float(np.mean(scores[f"zeros|{name}"])),
-                                                        _row(rows, test="chance", method=name, measure=measure)))
+                if "unchanged" in v and name != "Input (control)":  # the control: see the findings
+                    reasons.append(T.input_zeros_reason(
+                        name, float(np.mean(scores[f"zeros|{name}"])),
+                        _row(rows, test="chance", method=name, measure=measure),
+                        _row(rows, test="mprt", order=order, step=L, method=name, measure="spearman")))
                 lines += [f"  {r}" for r in reasons if r]
         lines.append("")
     lines += ["Example maps (first image): the original, then after each cascading step. SA and the input "
