@@ -83,3 +83,13 @@ def test_input_zeros_reason_needs_zeros_and_reports_the_signed_correlation():
     assert "Signed, the correlation with every layer randomised is +0.01 [-0.01, +0.03]" in text
     assert T.input_zeros_reason("SA", 0.0, chance, signed) == ""
     assert "Signed" not in T.input_zeros_reason("GxI", 0.51, chance, {"mean": 0.8, "low": 0.7, "high": 0.9})
+
+
+def test_conservation_sentence():
+    ratio = {"mean": 0.741, "low": 0.71, "high": 0.772}
+    shares = {"bias": 0.313, "stabiliser": -0.0538, "dropped": 0.0}
+    text = T.conservation("AB", ratio, shares, 1.1e-3, "f(x)", ["Epsilon(epsilon=1e-06)", "AlphaBeta(alpha=2, beta=1)"])
+    assert text.startswith("AB: its sum is 74.1% [71.0, 77.2] of f(x); biases absorb 31.3%, stabilisers -5.38%")
+    assert "negative stabiliser share is alpha-beta's" in text
+    assert "alpha-beta" not in T.conservation("AB", ratio, shares, 1e-7, "f(x)", ["ZBox()"])
+    assert "only for networks without biases" in T.conservation("GxI", {"mean": 0.54, "low": 0.5, "high": 0.6})

@@ -294,15 +294,20 @@ def invariance(method, invariant_share, median_change, largest, tol) -> str:
             f"change {median_change:.2g}).")
 
 
-def conservation(method, ratio, shares=None, residual=None, sums_to="f(x)") -> str:
+def conservation(method, ratio, shares=None, residual=None, sums_to="f(x)", rules=()) -> str:
     """ratio: {"mean", "low", "high"} of the map's sum / the score; shares: {"bias", "stabiliser",
-    "dropped"} mean shares of the score (LRP); residual: the largest unexplained share."""
+    "dropped"} mean shares of the score (LRP); residual: the largest unexplained share; rules: the
+    rule labels of the method's layers (for the reason of a negative stabiliser share)."""
     text = f"{method}: its sum is {100 * ratio['mean']:.1f}% [{100 * ratio['low']:.1f}, {100 * ratio['high']:.1f}] of {sums_to}"
     if shares is not None:
         text += (f"; biases absorb {100 * shares['bias']:.1f}%, stabilisers {100 * shares['stabiliser']:.2f}%, "
                  f"dropped units {100 * shares['dropped']:.2f}%")
         if residual is not None:
             text += f", and the ledger leaves {residual:.1e} of the score unexplained"
+        if shares["stabiliser"] < -0.01 and any(r.startswith("AlphaBeta") and "beta=0" not in r for r in rules):
+            text += (". The negative stabiliser share is alpha-beta's: a unit with no negative input "
+                     "contribution (z- = 0) cannot pass on its -beta R, which stays with the stabiliser, so the "
+                     "input receives that much more")
     elif sums_to == "f(x)" and abs(ratio["mean"] - 1) > 0.01:
         text += (" (gradient x input sums to f(x) only for networks without biases; here the biases "
                  "account for the rest)")

@@ -408,7 +408,7 @@ def markdown(settings, scores, rows, figures) -> str:
         else:
             lines.append(f"| {name} | {_ci(r, 3)} | {100 * shares['bias']:.2f}% | {100 * shares['stabiliser']:.3f}% | "
                          f"{100 * shares['dropped']:.3f}% | {resid:.1e} |")
-        words.append("- " + T.conservation(name, r, shares, resid, s["sums_to"][name]))
+        words.append("- " + T.conservation(name, r, shares, resid, s["sums_to"][name], s["rules"].get(name, ())))
     lines += ["", "In words:", ""] + words + [""]
     for name in methods:
         if s["ledger"].get(name):
