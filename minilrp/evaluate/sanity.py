@@ -151,10 +151,15 @@ def layer_label(net, i) -> str:
 
 
 def copy_network(net) -> Network:
-    """An independent copy (its own layers, weights and caches; nothing shared)."""
-    twin = copy.deepcopy(net)
-    twin.clear()
-    return twin
+    """An independent copy: deep copies of the layers (weights, biases) with empty forward caches,
+    in a new Network built by its public constructor, so that whatever else a network keeps
+    (scratch buffers, a guard against use from two threads) is its own."""
+    layers = copy.deepcopy(net.layers)
+    for layer in layers:
+        layer.clear()
+    twin = Network(layers, net.input_shape, net.classes, net.name, net.mean, net.std,
+                   (net.input_low, net.input_high), net.provenance)
+    return twin.astype(net.dtype)
 
 
 def randomized(net, layers, seed=0) -> Network:
