@@ -91,9 +91,9 @@ def blank_reason(method, fill, method_blank, random_blank, sa_blank=None, fill_b
     return (f"Why: `{fill}` changes {percent(fill_blank_change)} of the blank background pixels it distorts, "
             f"so distorting empty background draws new strokes that move the score. Only {percent(method_blank)} "
             f"of the regions {method} distorts first are blank (random order: {percent(random_blank)}{sa}): "
-            "relevance proportional to the input is exactly 0 on blank pixels, so such regions come last in its "
-            "order and it cannot rank them. A fill equal to the background (constant:background) leaves blank "
-            "regions unchanged and removes this effect.")
+            "it puts little or no relevance on blank background (relevance proportional to the input is exactly "
+            "0 there), so such regions come last in its order and it cannot rank them. A fill equal to the "
+            "background (constant:background) leaves blank regions unchanged and removes this effect.")
 
 
 def flips(method, verdicts) -> str:
