@@ -65,19 +65,21 @@ def peer_explainers(record):
         out[torch.arange(len(x)), torch.as_tensor(t)].sum().backward()
         return xt.grad.numpy()
 
-    def smoothgrad(model, x, t, **kw):
+    def smoothgrad(model, inputs, targets, **kw):
+        x, t = inputs, targets
         nt = NoiseTunnel(Saliency(model))
         return nt.attribute(torch.from_numpy(np.asarray(x, np.float32)), nt_type="smoothgrad", nt_samples=32,
                             stdevs=0.15, target=torch.as_tensor(t), abs=False).detach().numpy()
 
-    def ig(model, x, t, **kw):
+    def ig(model, inputs, targets, **kw):
+        x, t = inputs, targets
         return IntegratedGradients(model).attribute(
             torch.from_numpy(np.asarray(x, np.float32)), target=torch.as_tensor(t), n_steps=32,
             method="riemann_middle").detach().numpy()
 
     def lrp(name):
-        def fn(model, x, t, **kw):
-            x = np.asarray(x, np.float32)
+        def fn(model, inputs, targets, **kw):
+            x, t = np.asarray(inputs, np.float32), targets
             comp = zennit_composite(name, record, x.astype(np.float64))
             xt = torch.from_numpy(x).requires_grad_(True)
             onehot = torch.zeros(len(x), 10)
@@ -87,10 +89,12 @@ def peer_explainers(record):
             return R.detach().numpy()
         return fn
 
-    out = {"input": lambda model, x, t, **kw: np.asarray(x, np.float32),
-           "sa": lambda model, x, t, **kw: (grad(model, x, t) ** 2).sum(1, keepdims=True),
-           "gradient": lambda model, x, t, **kw: grad(model, x, t),
-           "gradient_x_input": lambda model, x, t, **kw: np.asarray(x, np.float32) * grad(model, x, t),
+    # Quantus calls explain_func(model=, inputs=, targets=, ...)
+    out = {"input": lambda model, inputs, targets, **kw: np.asarray(inputs, np.float32),
+           "sa": lambda model, inputs, targets, **kw: (grad(model, inputs, targets) ** 2).sum(1, keepdims=True),
+           "gradient": lambda model, inputs, targets, **kw: grad(model, inputs, targets),
+           "gradient_x_input": lambda model, inputs, targets, **kw: np.asarray(inputs, np.float32) * grad(
+               model, inputs, targets),
            "smoothgrad": smoothgrad, "integrated_gradients": ig}
     out.update({name: lrp(name) for name in LRP})
     return out
