@@ -16,8 +16,9 @@ Needs the reference environment plus numba, scipy, matplotlib, pytest-benchmark 
     MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 \\
     PYTHONPATH=.:benchmarks:tools ~/.cache/minilrp-reference-venv/bin/python benchmarks/bench_sanity.py 3
 
-prints the medians over 3 interleaved rounds and the ratio; ``-m pytest benchmarks/bench_sanity.py``
-runs it under pytest-benchmark.
+prints the medians over 3 interleaved rounds and the ratio (``... bench_sanity.py 3 smoothgrad,
+integrated_gradients`` leaves those methods out: they are 32 gradient passes each and dominate
+both sides); ``-m pytest benchmarks/bench_sanity.py`` runs it under pytest-benchmark.
 """
 from __future__ import annotations
 
@@ -112,13 +113,13 @@ def bounds_as_float32():
     Z.input_bounds = input_bounds
 
 
-def run_minilrp(net, x, t):
-    return S.mprt(net, x, DEFAULT_METHODS, "cascading", target=t, seed=SEED)
+def run_minilrp(net, x, t, methods=DEFAULT_METHODS):
+    return S.mprt(net, x, methods, "cascading", target=t, seed=SEED)
 
 
-def run_quantus(model, x, t, explainers):
+def run_quantus(model, x, t, explainers, methods=DEFAULT_METHODS):
     scores = {}
-    for name in DEFAULT_METHODS:
+    for name in methods:
         metric = quantus.MPRT(layer_order="top_down", seed=SEED, disable_warnings=True, display_progressbar=False)
         scores[name] = metric(model=model, x_batch=x, y_batch=t, a_batch=None, explain_func=explainers[name],
                               batch_size=N_IMAGES, device="cpu", channel_first=True)
@@ -144,17 +145,19 @@ def test_mprt_cascading_100_images_all_methods(benchmark, impl):
     median_run(benchmark, fn, rounds=3)
 
 
-def main(rounds=3):
+def main(rounds=3, without=()):
+    methods = [m for m in DEFAULT_METHODS if m not in without]
+    print(f"{N_IMAGES} images, methods: {', '.join(methods)}")
     net, model, x, t, explainers = world()
-    r = run_minilrp(net, x, t)  # warm-up (numba compile), and the sanity of both results:
-    q = run_quantus(model, x, t, explainers)  # Quantus' rows: original, then layers top down
+    r = run_minilrp(net, x, t, methods)  # warm-up (numba compile), and the sanity of both results:
+    q = run_quantus(model, x, t, explainers, methods)  # Quantus' rows: original, then layers top down
     assert list(q["gradient"]) == ["original", "9", "7", "3", "0"]
     print("mean Spearman |.| with every layer randomised, minilrp / Quantus (different random weights):")
-    for name, m in zip(DEFAULT_METHODS, S.methods_from(DEFAULT_METHODS)):
+    for name, m in zip(methods, S.methods_from(methods)):
         print(f"  {m.name:24s} {np.nanmean(r.similarity[m.name]['spearman_abs'][-1]):6.3f} "
               f"{np.nanmean(q[name]['0']):6.3f}")
-    runs = {"minilrp sanity.mprt": lambda: run_minilrp(net, x, t),
-            "Quantus MPRT": lambda: run_quantus(model, x, t, explainers)}
+    runs = {"minilrp sanity.mprt": lambda: run_minilrp(net, x, t, methods),
+            "Quantus MPRT": lambda: run_quantus(model, x, t, explainers, methods)}
     times = {name: [] for name in runs}
     for _ in range(rounds):
         for name, fn in runs.items():
@@ -168,4 +171,4 @@ def main(rounds=3):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3, sys.argv[2].split(",") if len(sys.argv) > 2 else ())
