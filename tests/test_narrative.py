@@ -93,3 +93,11 @@ def test_conservation_sentence():
     assert "negative stabiliser share is alpha-beta's" in text
     assert "alpha-beta" not in T.conservation("AB", ratio, shares, 1e-7, "f(x)", ["ZBox()"])
     assert "only for networks without biases" in T.conservation("GxI", {"mean": 0.54, "low": 0.5, "high": 0.6})
+
+
+def test_constant_maps_get_their_own_sentence():
+    nan = {"mean": float("nan"), "low": float("nan"), "high": float("nan")}
+    text = T.randomisation("Flat", ["1 Dense"], ["inconclusive"], [nan], "rho", 0.5, "cascading")
+    assert "constant" in text and "nan" not in text
+    assert "undefined" in T.random_logit("Flat", nan, "rho", 0.5, "inconclusive")
+    assert T.interval(nan) == "undefined"

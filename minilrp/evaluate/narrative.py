@@ -23,7 +23,9 @@ from . import perturbation as P
 
 
 def interval(s, digits=2, signed=True) -> str:
-    """"+1.21 [+0.99, +1.42]" from {"mean", "low", "high"}."""
+    """"+1.21 [+0.99, +1.42]" from {"mean", "low", "high"}; "undefined" when the mean is not finite."""
+    if not np.isfinite(s["mean"]):
+        return "undefined"
     f = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
     return f"{f.format(s['mean'])} [{f.format(s['low'])}, {f.format(s['high'])}]"
 
@@ -218,6 +220,9 @@ def perturbation_flips(rows, perts, composites, row, blank_changes) -> list:
 def randomisation(method, labels, verdicts, summaries, measure_label, threshold, order) -> str:
     """Model-parameter randomisation, one method: labels (top first) of the steps, their
     similarity verdicts ("changed"/"unchanged"/"inconclusive") and intervals."""
+    if not any(np.isfinite(x["mean"]) for x in summaries):
+        return (f"{method}: its maps are constant (every pixel the same) on every image, so their rank "
+                "correlation is undefined: they carry no ranking for this test to compare.")
     if order == "cascading":
         first = next((k for k, v in enumerate(verdicts) if v == "changed"), None)
         last = summaries[-1]
@@ -274,6 +279,8 @@ def input_zeros_reason(method, zero_share, chance, signed=None) -> str:
 
 
 def random_logit(method, summary, measure_label, threshold, verdict) -> str:
+    if not np.isfinite(summary["mean"]):
+        return f"{method}: its maps are constant, so the {measure_label} with another class's map is undefined."
     if verdict == "changed":
         return (f"{method}: explaining another class gives a different map ({measure_label} "
                 f"{interval(summary, signed=False)} < {threshold}): it depends on the class explained.")

@@ -331,8 +331,8 @@ def markdown(settings, scores, rows, figures) -> str:
         for name in methods:
             cells = []
             for k in range(L):
-                cells.append(" / ".join(f"{_row(rows, test='mprt', order=order, step=k + 1, method=name, measure=m)['mean']:.2f}"
-                                        for m in others))
+                means = [_row(rows, test="mprt", order=order, step=k + 1, method=name, measure=m)["mean"] for m in others]
+                cells.append(" / ".join(f"{v:.2f}" if np.isfinite(v) else "undef." for v in means))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines += ["", "In words:", ""]
         grad = next((g for g in ("Gradient", "SA") if g in methods), None)
@@ -441,6 +441,10 @@ def _ledger_shares(s, scores, name):
     return shares, resid
 
 
+def _short(r):
+    return f"{r['mean']:.2f} {r['verdict']}" if np.isfinite(r["mean"]) else "undefined (constant maps)"
+
+
 def glance(s, scores, rows) -> list:
     methods, measure, L = s["methods"], s["measure"], len(s["steps"])
     out = ["## At a glance", "",
@@ -456,8 +460,7 @@ def glance(s, scores, rows) -> list:
         rl = _row(rows, test="random logit", method=name, measure=measure)
         d = scores[f"invariance|{name}|difference"]
         cons = next((r for r in rows if r["test"] == "conservation" and r["method"] == name), None)
-        out.append(f"| {name} | {top['mean']:.2f} {top['verdict']} | {full['mean']:.2f} {full['verdict']} | "
-                   f"{rl['mean']:.2f} {rl['verdict']} | {int((d <= s['tol']).sum())}/{len(d)} | "
+        out.append(f"| {name} | {_short(top)} | {_short(full)} | {_short(rl)} | {int((d <= s['tol']).sum())}/{len(d)} | "
                    + (f"{cons['mean']:.3f}" if cons else "n/a") + " |")
     return out + [""]
 
