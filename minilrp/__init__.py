@@ -14,7 +14,7 @@ the same rules, ``evaluate/`` region perturbation, ``pictures/`` heatmaps and re
 ``models/`` the weight format, bundled models and importers, ``teaching/`` the exercises.
 The names a user types live here: ``minilrp.Epsilon``, ``minilrp.Composite``, and the
 modules ``minilrp.rules``, ``minilrp.composites``, ``minilrp.sensitivity``,
-``minilrp.perturbation``, ``minilrp.render``, ... (``from minilrp import rules``).
+``minilrp.perturbation``, ``minilrp.sanity``, ``minilrp.render``, ... (``from minilrp import rules``).
 """
 import importlib
 
@@ -38,6 +38,7 @@ _MODULES = {
     "render": ".pictures.render", "plots": ".pictures.plots", "report": ".pictures.report",
     "io": ".models.io", "data": ".models.data", "importers": ".models.importers",
     "images": ".models.images", "statedict": ".models.statedict",
+    "sanity": ".evaluate.sanity", "similarity": ".evaluate.similarity",
 }
 
 

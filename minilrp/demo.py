@@ -2,8 +2,10 @@
 
 Classifies sample images, explains them with sensitivity analysis (SA) and several LRP
 presets, prints the relevance ledger of one image, evaluates the heatmaps by region
-perturbation (MoRF, LeRF, an SA+LRP combined ordering, random) with AOPC, and writes the
-figures and a self-contained HTML report (index.html) into --out.
+perturbation (MoRF, LeRF, an SA+LRP combined ordering, random) with AOPC, runs the sanity
+checks (parameter randomisation, random logit, input invariance) on a few images, says in
+words what the numbers mean, and writes the figures and a self-contained HTML report
+(index.html) into --out.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MinilrpError
+from .evaluate import narrative
 from .evaluate import perturbation as P
 from .explain import sensitivity
 from .explain.composites import PRESETS, get_composite
@@ -52,6 +55,8 @@ def parse(argv=None):
     p.add_argument("--perturbation", default="uniform",
                    help="how regions are distorted: uniform, constant[:zero|min|mean|background], blur, road "
                         "(default: uniform noise over the valid input range)")
+    p.add_argument("--sanity-images", type=int, default=16,
+                   help="bundled test images for the sanity checks (default: 16; --quick: 8; 0: skip them)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
     p.add_argument("--out", default="minilrp-demo", help="output folder (default: ./minilrp-demo)")
     p.add_argument("--quick", action="store_true", help="a fast run (fewer images and steps), for tests")
@@ -137,8 +142,11 @@ def run(args):
     t_start = time.perf_counter()
     if args.quick:
         args.n_eval, args.steps = min(args.n_eval, 16), min(args.steps, 8)
+        args.sanity_images = min(args.sanity_images, 8)
     if args.steps < 1 or args.n_eval < 1:
         raise MinilrpError("--steps and --n-eval must be at least 1")
+    if args.sanity_images < 0 or args.sanity_images == 1 or args.sanity_images > 1000:
+        raise MinilrpError("--sanity-images must be 0 (skip) or 2..1000")
     P.get_perturbation(args.perturbation)  # every option is checked before any work
     out = Path(args.out)
     try:
@@ -215,6 +223,10 @@ def run(args):
     if net.input_shape == (1,) + images.shape[1:]:
         ev = evaluate(net, net.preprocess(images[:args.n_eval]), composites, args)
         ev["figure"].savefig(out / "curves.png", dpi=100)
+    checks = None
+    if net.input_shape == (1,) + images.shape[1:] and args.sanity_images:
+        checks = sanity_checks(net, net.preprocess(images[:args.sanity_images]), composites, args)
+        checks["figure"].savefig(out / "sanity.png", dpi=100)
 
     # 4. the report
     settings = [("model", net.name), ("images", " ".join(args.images)),
@@ -232,10 +244,39 @@ def run(args):
     if ev:
         sections += [("Region perturbation", f'<img alt="perturbation curves" src="{report.figure_uri(ev["figure"])}">'
                       f'<p class="note">{html.escape(ev["caption"])}</p>'),
-                     ("AOPC", report.table(["method", "ordering", "AOPC", "± s.e."], ev["aopc"], "aopc"))]
+                     ("AOPC", report.table(["method", "ordering", "AOPC", "± s.e."], ev["aopc"], "aopc")
+                      + _words(ev["words"]))]
+    if checks:
+        sections += [("Sanity checks", report.table(checks["header"], checks["rows"], "sanity")
+                      + f'<img alt="parameter randomisation" src="{report.figure_uri(checks["figure"])}">'
+                      + f'<p class="note">{html.escape(checks["caption"])}</p>' + _words(checks["words"]))]
     (out / "index.html").write_text(report.page(f"minilrp demo: {net.name}", sections), encoding="utf-8")
     print(f"\nWrote {out / 'index.html'} (open it in a browser), heatmaps.png"
-          + (", curves.png" if ev else "") + f"  [{time.perf_counter() - t_start:.1f} s]")
+          + (", curves.png" if ev else "") + (", sanity.png" if checks else "")
+          + f"  [{time.perf_counter() - t_start:.1f} s]")
+
+
+def _words(sentences):
+    """Sentences computed from the numbers, as an HTML list (``*x*`` marks emphasis)."""
+    items = "".join("<li>" + re.sub(r"\*(.+?)\*", r"<em>\1</em>", html.escape(s)) + "</li>" for s in sentences)
+    return f'<ul class="words">{items}</ul>'
+
+
+def sanity_checks(net, x, composites, args):
+    """Cascading parameter randomisation, random logit and input invariance of SA and every
+    LRP preset on a few bundled images (minilrp.evaluate.sanity_study.short_checks)."""
+    from dataclasses import replace
+    from .evaluate import sanity, sanity_study
+    methods = [sanity.method("sa")] + [replace(sanity.method(comp), name=f"LRP {name}") for name, comp in composites]
+    checks = sanity_study.short_checks(net, x, methods, seed=args.seed)
+    print(f"\nSanity checks ({len(x)} images; Spearman of |map| with the original, changed below 0.5):")
+    print("  " + " | ".join(checks["header"]))
+    for r in checks["rows"]:
+        print("  " + " | ".join(r))
+    checks["caption"] = (f"Each method's maps of {len(x)} test images as the layers are re-drawn at random from "
+                         "the top (mean with a 95% band). A method that explains the model should change; "
+                         "the full study: python -m minilrp.experiments sanity.")
+    return checks
 
 
 def evaluate(net, x, composites, args):
@@ -273,11 +314,16 @@ def evaluate(net, x, composites, args):
           f"regions, {len(x)} images): AOPC (larger = faster drop)")
     for r in table:
         print(f"  {r[0]:>28s} {r[1]:>10s}  {r[2]:>7s} ± {r[3]}")
+    words = narrative.aopc_words(curves, orders, narrative.blank_regions(net, x, regions), args.perturbation,
+                                 narrative.blank_changed(net, x[:8], args.perturbation, seed=args.seed),
+                                 sa_key=("SA", "MoRF"))
+    for w in words:
+        print("  " + w)
     fig = plots.plot_curves({f"{m} {o}": c for (m, o), c in curves.items()},
                         title=f"{net.name}: mean target logit, {args.perturbation} perturbation")
     caption = (f"Mean curves over {len(x)} test images with ±1 standard error; x_k has the first k "
                f"regions of the ordering replaced ({args.perturbation}). AOPC = mean over k of f(x_0) - f(x_k).")
-    return {"aopc": table, "figure": fig, "caption": caption}
+    return {"aopc": table, "figure": fig, "caption": caption, "words": words}
 
 
 def main(argv=None) -> int:

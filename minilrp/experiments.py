@@ -1,4 +1,7 @@
-"""Experiments: ``python -m minilrp.experiments perturbation [options]``.
+"""Experiments: ``python -m minilrp.experiments perturbation|sanity [options]``.
+
+``sanity``: model-parameter randomisation, random logit, input invariance and conservation of
+every method, with plain-language verdicts (see minilrp/evaluate/sanity_study.py).
 
 The region-perturbation experiment of the seed study, on a bundled model (or any minilrp weight
 file) and the bundled Fashion-MNIST test images: SA, gradient x input, several LRP composites
@@ -96,7 +99,34 @@ def parse(argv=None):
     e.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     e.add_argument("--report-only", action="store_true",
                    help="redo tables, figures and verdicts from the files of an earlier run in --out")
+    add_sanity_parser(sub)
     return p.parse_args(argv)
+
+
+def add_sanity_parser(sub):
+    from .evaluate import sanity_study
+    e = sub.add_parser("sanity", help="sanity checks: parameter randomisation, random logit, input "
+                                      "invariance, conservation",
+                       description=sanity_study.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--model", default="fmnist-cnn", help="bundled model name or .npz path (default fmnist-cnn)")
+    e.add_argument("--n-images", type=int, default=None, help="number of test images (default 100; --quick: 16)")
+    e.add_argument("--methods", default=None,
+                   help="comma-separated methods: sa, gradient, gradient_x_input, smoothgrad, "
+                        "integrated_gradients, input (a control), or LRP presets (default: "
+                        f"{','.join(sanity_study.DEFAULT_METHODS)})")
+    e.add_argument("--seed", type=int, default=0, help="seed of the random weights and classes (default 0)")
+    e.add_argument("--measure", default="spearman_abs",
+                   help="similarity the verdicts use: spearman, spearman_abs, ssim, topk (default spearman_abs)")
+    e.add_argument("--threshold", type=float, default=0.5,
+                   help="a map counts as changed when its similarity's 95%% interval lies below this (default 0.5)")
+    e.add_argument("--topk", type=float, default=0.1, help="top-k intersection: share of the pixels (default 0.1)")
+    e.add_argument("--shift", type=float, default=-1.0, help="input invariance: the constant added to every "
+                                                             "input value (default -1)")
+    e.add_argument("--out", default="results/sanity", help="output folder (default results/sanity)")
+    e.add_argument("--quick", action="store_true", help="a small, fast run for tests: 16 images, 7 methods")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    e.add_argument("--report-only", action="store_true",
+                   help="redo tables, figures and sentences from the files of an earlier run in --out")
 
 
 def main(argv=None):
@@ -108,6 +138,10 @@ def main(argv=None):
             report, _ = write_report(args.out)
         elif args.experiment == "perturbation":
             report, _ = run_perturbation(args, command)
+        elif args.experiment == "sanity":
+            from .evaluate import sanity_study
+            report, _ = (sanity_study.write_report(args.out) if args.report_only
+                         else sanity_study.run_sanity(args, command))
     except MinilrpError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -116,8 +150,8 @@ def main(argv=None):
               "with --resume continues the run", file=sys.stderr)
         return 130
     print(report)
-    print(f"\nwritten to {args.out}/: results.md, results.csv, per_image.csv, curves.npz, "
-          "shards/, figures", file=sys.stderr)
+    files = "per_image.csv, curves.npz, shards/" if args.experiment == "perturbation" else "scores.npz"
+    print(f"\nwritten to {args.out}/: results.md, results.csv, {files}, figures", file=sys.stderr)
     return 0
 
 

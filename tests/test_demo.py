@@ -26,11 +26,14 @@ def demo_out(tmp_path_factory):
 
 def test_demo_writes_every_promised_file(demo_out):
     out, stdout = demo_out
-    for name in ("index.html", "heatmaps.png", "curves.png"):
+    for name in ("index.html", "heatmaps.png", "curves.png", "sanity.png"):
         assert (out / name).stat().st_size > 1000, name
     page = (out / "index.html").read_text()
-    for heading in ("Settings", "Predictions", "Heatmaps", "Relevance ledger", "Region perturbation", "AOPC"):
+    for heading in ("Settings", "Predictions", "Heatmaps", "Relevance ledger", "Region perturbation", "AOPC",
+                    "Sanity checks"):
         assert f"<h2>{heading}" in page, heading
+    # the AOPC table and the sanity checks are followed by sentences computed from their numbers
+    assert page.count('<ul class="words">') == 2 and "relative to random)" in page and "Spearman |.|" in page
     assert page.count("data:image/png;base64,") >= 2
     # predictions, the ledger and AOPC are printed too
     assert "predicted" in stdout and "entering" in stdout and "AOPC" in stdout
@@ -63,6 +66,7 @@ def test_user_image_file(tmp_path):
     (["--images", "0-2000"], "indices must lie in 0..999"),
     (["--images", "/nonexistent/picture.png"], "does not exist"),
     (["--perturbation", "smudge"], "unknown perturbation"),
+    (["--sanity-images", "1"], "--sanity-images must be"),
 ])
 def test_bad_input_one_line_error(args, message, tmp_path):
     r = run(*args, "--quick", "--out", str(tmp_path / "o"))

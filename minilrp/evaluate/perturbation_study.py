@@ -33,6 +33,7 @@ import time
 
 import numpy as np
 
+from . import narrative
 from . import perturbation as P
 from . import shards
 from .shards import COMBOS, Job
@@ -288,8 +289,11 @@ def write_report(out, net=None):
     predicted8 = net.forward(x8).argmax(1)
     figures = write_figures(out, curves, perts, composites, x8, scores8, regions, predicted8,
                             classes, oracle, combos)
+    # how much of the blank background each fill changes: the sentences beside the tables need it
+    blank_change = {p.name: narrative.blank_changed(net, x8, p.name, settings["region_size"], settings["seed"])
+                    for p in perts}
     report = write_markdown(os.path.join(out, "results.md"), rows, settings, perts,
-                            composites, settings["command"], figures, oracle, combos)
+                            composites, settings["command"], figures, oracle, combos, blank_change)
     return report, rows
 
 
@@ -385,7 +389,8 @@ def _pm(r):
     return f"{r['aopc']:.3f} ± {r['aopc_se']:.3f}"
 
 
-def write_markdown(path, rows, settings, perts, composites, command, figures, oracle, combos=COMBOS):
+def write_markdown(path, rows, settings, perts, composites, command, figures, oracle, combos=COMBOS,
+                   blank_change=None):
     def row(p, m, o):
         return next(r for r in rows if r["perturbation"] == p and r["method"] == m and r["ordering"] == o)
 
@@ -422,6 +427,7 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
     for pert in perts:
         lines.append(glance(rows, pert.name, composites, row, combos))
     lines.append("")
+    lines += narrative.perturbation_flips(rows, perts, composites, row, blank_change or {})
     for pert in perts:
         p = pert.name
         lines += [f"## Perturbation `{p}`", "",
@@ -450,6 +456,7 @@ def write_markdown(path, rows, settings, perts, composites, command, figures, or
                          f"{r['random_minus_high']:.3f}] | {_f(r['oracle_share'], 2)} | "
                          f"{_f(r['blank_first_quarter'], 2)} | {r['rise_first_quarter']:+.3f} |")
         lines += ["", f"![curves](curves_{_slug(p)}.png)", ""]
+        lines += narrative.perturbation_words(rows, p, composites, row, (blank_change or {}).get(p), oracle)
         lines += verdicts(rows, p, composites, row, combos)
     lines += ["## SA versus LRP, region by region", "", "![disagreement](disagreement.png)", "",
               "Blank = every pixel of the region equals the data's background value. Under a constant "
