@@ -40,8 +40,9 @@ def test_smoothgrad(rng):
     np.testing.assert_allclose(S.smoothgrad(net, x, n_samples=2, noise=0.0), S.gradient(net, x))
     # explicit mean over the same noise draws, image by image with fixed targets
     t = net.targets(None, net.forward(x))
-    rs = np.random.default_rng(3)
-    manual = np.mean([net.gradient(x + rs.standard_normal(x.shape) * 0.1, target=t) for _ in range(8)], axis=0)
+    streams = [np.random.default_rng([3, S.SMOOTHGRAD_STREAM, n]) for n in range(3)]  # one per image
+    noise = np.stack([r.standard_normal((8,) + x.shape[1:]) for r in streams], axis=1)
+    manual = np.mean([net.gradient(x + noise[i] * 0.1, target=t) for i in range(8)], axis=0)
     np.testing.assert_allclose(a, manual, rtol=1e-12)
     with pytest.raises(MinilrpError):
         S.smoothgrad(net, x, n_samples=0)
@@ -60,3 +61,19 @@ def test_integrated_gradients_completeness(rng):
                                x * net.gradient(x / 2, target=t), rtol=1e-12)
     with pytest.raises(MinilrpError, match="baseline"):
         S.integrated_gradients(net, x, baseline=np.zeros((2, 2)))
+
+
+def test_smoothgrad_noise_is_keyed_by_image_not_by_batch(rng):
+    """An image's SmoothGrad map is the same alone, in a batch, or in another batch at its
+    data-set index: its noise stream is keyed by (seed, image index)."""
+    net = relu_net(rng)
+    x = images(rng, 5)
+    whole = S.smoothgrad(net, x, n_samples=4, seed=3)
+    for n in range(5):
+        alone = S.smoothgrad(net, x[n:n + 1], n_samples=4, seed=3, index=[n])
+        np.testing.assert_allclose(alone[0], whole[n], rtol=1e-12, atol=1e-14)
+    reordered = S.smoothgrad(net, x[::-1], n_samples=4, seed=3, index=np.arange(5)[::-1])
+    np.testing.assert_allclose(reordered[::-1], whole, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(S.smoothgrad(net, x, n_samples=4, seed=4), whole)
+    with pytest.raises(MinilrpError, match="index must hold one non-negative int per image"):
+        S.smoothgrad(net, x, index=[0, 1])

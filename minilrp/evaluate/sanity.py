@@ -20,10 +20,9 @@ of |.|, SSIM of |.|, top-k intersection of |.|). The target is resolved once on 
 model (None = its predicted class) and kept for every randomised copy.
 
 Randomness is keyed by (seed, purpose, layer index) for weights and (seed, purpose, image index)
-for random classes: results do not depend on the batch size or on which other images are run.
-SmoothGrad is the exception: ``sensitivity.smoothgrad`` draws the noise of a batch from one
-stream, so its maps depend on the whole image set; it is run on all images in one call (the
-same noise for the original and every randomised model: common random numbers).
+for random classes and SmoothGrad's noise: results do not depend on the batch size or on which
+other images are run (SmoothGrad sees the same noise for the original and every randomised
+model: common random numbers).
 """
 from __future__ import annotations
 
@@ -56,8 +55,8 @@ class Method:
     name: its label in reports; explain: (net, x (N, C, H, W), target (N,) ints) -> maps shaped
     like x or (N, H, W); sums_to: the score an attribution's sum should equal ("f(x)" for LRP
     started at the logit, "f(x) - f(x0)" for Integrated Gradients), None for maps that are not
-    attributions (SA, gradients); stochastic: the map depends on seeded noise drawn for the whole
-    batch (explained in one call); composite: the LRP composite (its ledger, its rules)."""
+    attributions (SA, gradients); stochastic: the map depends on seeded noise keyed by the
+    image's index in x (explained in one call, so the index is the image's own); composite: the LRP composite (its ledger, its rules)."""
 
     name: str
     explain: Callable

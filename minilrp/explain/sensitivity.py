@@ -11,6 +11,9 @@ import numpy as np
 from ..errors import MinilrpError
 
 
+SMOOTHGRAD_STREAM = 0x5347  # the purpose in SmoothGrad's random-stream keys
+
+
 def _finite(maps, net, what):
     """The maps, if finite (the gradient itself is checked by the network): products and
     squares of finite gradients can still overflow."""
@@ -49,20 +52,25 @@ def _targets(net, x, target):
     return x, net.targets(target, net.forward(x))
 
 
-def smoothgrad(net, x, target=None, n_samples=32, noise=0.15, seed=0, squared=False) -> np.ndarray:
+def smoothgrad(net, x, target=None, n_samples=32, noise=0.15, seed=0, squared=False, index=None) -> np.ndarray:
     """SmoothGrad (Smilkov et al. 2017): the mean gradient over n_samples copies of x with
     Gaussian noise of std ``noise`` x (input range high - low, per channel). ``squared``
-    averages squared gradients instead (SmoothGrad-Squared)."""
+    averages squared gradients instead (SmoothGrad-Squared). An image's noise is drawn from its
+    own stream, keyed by (seed, its index): ``index`` (N,) gives the images' indices in their
+    data set (default 0..N-1), so a map does not depend on the batch the image came in."""
     if n_samples < 1 or noise < 0:
         raise MinilrpError(f"SmoothGrad needs n_samples >= 1 and noise >= 0, got {n_samples}, {noise}")
     x, t = _targets(net, x, target)
+    index = np.arange(len(x)) if index is None else np.asarray(index)
+    if index.shape != (len(x),) or index.dtype.kind not in "iu" or (index < 0).any():
+        raise MinilrpError(f"index must hold one non-negative int per image ({len(x)}), got {index!r}")
     scale = noise * (net.input_high - net.input_low)
     scale = scale.reshape((-1,) + (1,) * (x.ndim - 2)) if x.ndim == 4 else scale[0]
-    rng = np.random.default_rng(seed)
+    draws = np.stack([np.random.default_rng([seed, SMOOTHGRAD_STREAM, int(i)]).standard_normal((n_samples,) + x.shape[1:])
+                      for i in index], axis=1)  # (n_samples, N, ...)
     out = np.zeros_like(x)
-    for i in range(n_samples):
-        xn = x + (rng.standard_normal(x.shape) * scale).astype(x.dtype)
-        g = net.gradient(xn, target=t)
+    for noise_i in draws:
+        g = net.gradient(x + (noise_i * scale).astype(x.dtype), target=t)
         out += g * g if squared else g
     return _finite(out / n_samples, net, "SmoothGrad")
 
