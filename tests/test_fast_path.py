@@ -172,3 +172,19 @@ def test_products_from_the_forward_or_the_rule_agree(rng, monkeypatch):
         monkeypatch.setattr(fast_relevance, "PRODUCT_BUDGET", 0)
         np.testing.assert_allclose(net.relevance(x, preset), kept, rtol=1e-12, atol=1e-14)
         monkeypatch.undo()
+
+
+def test_kept_zbox_bounds_follow_the_network_and_the_rule(rng):
+    """The fast path keeps z^B's per-channel bounds between calls: a changed input range, or a
+    rule with other bounds, must show in the next heatmap."""
+    net = relu_net(rng)
+    x = images(rng, 3)
+    net.relevance(x, "EpsilonGammaBox")
+    net.input_low, net.input_high = np.array([-0.5]), np.array([1.5])
+    np.testing.assert_allclose(net.relevance(x, "EpsilonGammaBox"), net.relevance(x, "EpsilonGammaBox", fast=False),
+                               rtol=1e-12, atol=1e-14)
+    for low in (-1.0, [-2.0], np.array([-3.0])):
+        np.testing.assert_allclose(net.relevance(x, "EpsilonGammaBox", low=low, high=2.0),
+                                   net.relevance(x, "EpsilonGammaBox", low=low, high=2.0, fast=False), rtol=1e-12, atol=1e-14)
+    with pytest.raises(minilrp.MinilrpError, match="do not contain the input"):
+        net.relevance(x + 5, "EpsilonGammaBox")

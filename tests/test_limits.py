@@ -104,7 +104,7 @@ def test_nan_in_a_max_pool_window_is_not_swallowed():
     from minilrp.engine import kernels
     a = np.array([[[[1.0, np.nan], [3.0, 2.0]]]])
     out, arg = kernels.maxpool_forward(a, 2, 2)
-    assert np.isnan(out).all() and arg.ravel()[0] == 1
+    assert np.isnan(out).all()
     out3, _ = kernels.maxpool_forward(np.pad(a, ((0, 0), (0, 0), (0, 1), (0, 1))), 3, 1)
     assert np.isnan(out3).all()
 

@@ -116,26 +116,23 @@ def _col2im(cols6, stride, outp, c_lo, c_hi, b_lo, b_hi):
 @njit(cache=True, nogil=True, boundscheck=False)
 def _maxpool(x, K, stride, out, arg, c_lo, c_hi, b_lo, b_hi):
     """Planes p in [b_lo, b_hi) of x (P, H, W): out (P, Ho, Wo) = window max, arg = offset
-    i*K+j of the first maximum in row-major window order (PyTorch's choice on ties). A NaN
-    wins its window (as in PyTorch): a NaN never vanishes silently."""
+    i*K+j of the first maximum in row-major window order (PyTorch's choice on ties). A window
+    holding a NaN outputs NaN (as PyTorch's): a NaN never vanishes silently. The NaN test is
+    kept apart from the max's select chain, which then still vectorises."""
     Ho, Wo = out.shape[1], out.shape[2]
     if K == 2 and stride == 2:  # the common pool, unrolled with selects (they vectorise)
         for p in range(b_lo, b_hi):
             for oy in range(Ho):
                 for ox in range(Wo):
                     y0, x0 = 2 * oy, 2 * ox
-                    best = x[p, y0, x0]
-                    bi = 0
-                    v = x[p, y0, x0 + 1]
-                    c = (v > best) | ((v != v) & (best == best))
-                    best, bi = (v, 1) if c else (best, bi)
-                    v = x[p, y0 + 1, x0]
-                    c = (v > best) | ((v != v) & (best == best))
-                    best, bi = (v, 2) if c else (best, bi)
-                    v = x[p, y0 + 1, x0 + 1]
-                    c = (v > best) | ((v != v) & (best == best))
-                    best, bi = (v, 3) if c else (best, bi)
-                    out[p, oy, ox] = best
+                    v0, v1 = x[p, y0, x0], x[p, y0, x0 + 1]
+                    v2, v3 = x[p, y0 + 1, x0], x[p, y0 + 1, x0 + 1]
+                    best, bi = v0, 0
+                    best, bi = (v1, 1) if v1 > best else (best, bi)
+                    best, bi = (v2, 2) if v2 > best else (best, bi)
+                    best, bi = (v3, 3) if v3 > best else (best, bi)
+                    nan = (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3)
+                    out[p, oy, ox] = v0 + v1 + v2 + v3 if nan else best
                     arg[p, oy, ox] = bi
         return
     for p in range(b_lo, b_hi):
@@ -145,13 +142,15 @@ def _maxpool(x, K, stride, out, arg, c_lo, c_hi, b_lo, b_hi):
                 x0 = ox * stride
                 best = x[p, y0, x0]
                 bi = 0
+                nan = False
                 for i in range(K):
                     for j in range(K):
                         v = x[p, y0 + i, x0 + j]
-                        if v > best or (v != v and best == best):
+                        nan |= v != v
+                        if v > best:
                             best = v
                             bi = i * K + j
-                out[p, oy, ox] = best
+                out[p, oy, ox] = np.nan if nan else best
                 arg[p, oy, ox] = bi
 
 

@@ -7,15 +7,32 @@ valid per-channel [low, high] of that space (the z^B bounds of LRP's box rule).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
 from ..errors import MinilrpError
+from ..explain.composites import get_composite
 from ..explain.ledger import Ledger, why_not_finite
+from ..fast.relevance import relevance as fast_relevance
 from .layers import Flatten, Layer
+
+
+class _InUse:
+    """Network._in_use: the network's lock, taken without waiting."""
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        if not self.lock.acquire(blocking=False):
+            raise MinilrpError("this Network is busy with a call from another thread; a Network "
+                               "caches per call, so give each thread its own copy: net.copy()")
+
+    def __exit__(self, *exc):
+        self.lock.release()
 
 
 class Network:
@@ -46,6 +63,9 @@ class Network:
             raise MinilrpError(f"the network's output must be a vector of class scores per "
                                f"example, got shape {shape}")
         self.n_classes = shape[0]
+        # the last layer fed by the network's input itself (through Flatten at most)
+        self.first_from_input = next(i for i, layer in enumerate(self.layers) if not isinstance(layer, Flatten) or
+                                     i == len(self.layers) - 1)
         self.classes = [str(c) for c in classes] if classes is not None else \
             [f"class {k}" for k in range(self.n_classes)]
         if len(self.classes) != self.n_classes:
@@ -106,12 +126,14 @@ class Network:
                                f"(N, {', '.join(map(str, self.input_shape))})")
         if x.shape[0] == 0:
             raise MinilrpError("empty batch: the input has 0 examples")
-        if not np.isfinite(x).all():
-            raise MinilrpError("input contains NaN or inf")
-        with np.errstate(over="ignore"):
-            out = np.ascontiguousarray(x, dtype=self.dtype)
-        if not np.isfinite(out).all():
-            raise MinilrpError(f"input values beyond the range of {self.dtype}: use net.astype('float64')")
+        if x.dtype == self.dtype:
+            out = np.ascontiguousarray(x)
+        else:
+            with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, named below
+                out = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(out).all():  # NaN and inf stay so in the cast; overflow becomes inf
+            raise MinilrpError("input contains NaN or inf" if not np.isfinite(x).all() else
+                               f"input values beyond the range of {self.dtype}: use net.astype('float64')")
         return out
 
     def preprocess(self, images) -> np.ndarray:
@@ -140,25 +162,17 @@ class Network:
         return self.check_input(x)
 
     # ----------------------------------------------------------------------------------
-    @contextmanager
     def _in_use(self):
         """One call at a time: the layers keep per-call caches, so a second thread's call
         would corrupt the first one's. Refused with an error rather than serialised, so the
         cached values (layer inputs, ledger) always belong to the thread that reads them."""
-        if not self._lock.acquire(blocking=False):
-            raise MinilrpError("this Network is busy with a call from another thread; a Network "
-                               "caches per call, so give each thread its own copy: net.copy()")
-        try:
-            with np.errstate(over="ignore", invalid="ignore"):  # non-finite results raise our errors
-                yield
-        finally:
-            self._lock.release()
+        return _InUse(self._lock)
 
     def chunks(self, N, work="forward"):
         """Slices of a batch of N small enough for ``memory_budget`` bytes per call (an
         estimate from the activation sizes: what forward caches, times more for gradient and
         relevance, which keep more alive). Raises when one example alone does not fit."""
-        sizes = [int(np.prod(s)) for s in self.shapes]
+        sizes = [math.prod(s) for s in self.shapes]
         factor = {"forward": (1, 2), "gradient": (2, 4), "relevance": (3, 12)}[work]
         per_example = self.dtype.itemsize * (factor[0] * sum(sizes) + factor[1] * max(sizes))
         n = self.memory_budget // per_example
@@ -213,12 +227,16 @@ class Network:
             if g.shape != (N, self.n_classes):
                 raise MinilrpError(f"output weighting must have shape ({N}, {self.n_classes}) (the "
                                    f"last forward's batch{', its last chunk' if N < len(g) else ''}), got {g.shape}")
-            g = np.ascontiguousarray(g, dtype=self.dtype)
-            for i in reversed(range(len(self.layers))):
-                g = self.layers[i].backward(g)
-                if not np.isfinite(g).all():
-                    raise MinilrpError(f"non-finite gradient at the input of layer {i} "
-                                       f"({self.layers[i].describe()}): {why_not_finite(self.layers[i], self.dtype)}")
+            g = g_out = np.ascontiguousarray(g, dtype=self.dtype)
+            for layer in reversed(self.layers):
+                g = layer.backward(g)
+            if not np.isfinite(g).all():  # again, layer by layer, to name where it happened
+                g = g_out
+                for i in reversed(range(len(self.layers))):
+                    g = self.layers[i].backward(g)
+                    if not np.isfinite(g).all():
+                        raise MinilrpError(f"non-finite gradient at the input of layer {i} ({self.layers[i].describe()}): "
+                                           f"{why_not_finite(self.layers[i], self.dtype)}")
             return g
 
     def targets(self, target, logits) -> np.ndarray:
@@ -301,10 +319,8 @@ class Network:
         implemented faster (minilrp/fast/, held equal by tests/test_fast_path.py). The
         per-layer ledger of the call is left in ``self.ledger`` (with every layer's relevance
         when ``keep``), the targets in ``self.last_targets``."""
-        from ..explain.composites import get_composite
         x = self.check_input(x)
         if fast:
-            from ..fast.relevance import relevance as fast_relevance
             run = lambda x, t, st: fast_relevance(self, x, composite, params, t, st, keep)  # noqa: E731
         else:
             rules = get_composite(composite, **params).rules(self)
@@ -312,10 +328,12 @@ class Network:
         target_of, start_of = self._rows(target, len(x), "targets"), self._rows(start, len(x), "initial relevances")
         with self._in_use():
             parts = [run(x[s], target_of(s), start_of(s)) for s in self.chunks(len(x), "relevance")]
+        if len(parts) == 1:
+            R, self.ledger, self.last_targets = parts[0]
+            return R
         R, ledgers, targets = zip(*parts)
-        self.ledger = ledgers[0] if len(parts) == 1 else Ledger.concatenate(ledgers)
-        self.last_targets = np.concatenate(targets)
-        return R[0] if len(parts) == 1 else np.concatenate(R)
+        self.ledger, self.last_targets = Ledger.concatenate(ledgers), np.concatenate(targets)
+        return np.concatenate(R)
 
     def _relevance(self, x, rules, target, start, keep):
         """The reference path: each layer's rule, output layer first. -> (R, ledger, targets)."""
@@ -337,7 +355,7 @@ class Network:
         """What layer i's rule may know besides the layer: where the layer is fed by the
         network's input (through Flatten at most), that input's shape and valid range (the
         default bounds of z^B)."""
-        if all(isinstance(layer, Flatten) for layer in self.layers[:i]):
+        if i <= self.first_from_input:
             return {"input_shape": self.input_shape, "input_range": (self.input_low, self.input_high)}
         return {}
 

@@ -13,8 +13,8 @@ SHARES = ("bias", "stabiliser", "dropped")
 
 
 def per_example_sums(R):
-    """(N, ...) -> (N,) in float64."""
-    return R.reshape(len(R), -1).sum(axis=1, dtype=np.float64)
+    """(N, ...) -> (N,) float64, summed in R's dtype (NumPy's pairwise sum)."""
+    return np.add.reduce(R.reshape(len(R), -1), axis=1).astype(np.float64)
 
 
 def why_not_finite(layer, dtype):
@@ -28,39 +28,47 @@ def why_not_finite(layer, dtype):
 
 
 class Ledger:
-    """Filled by Network.relevance, one ``add`` per layer in backward order."""
+    """Filled by Network.relevance, one ``add`` per layer in backward order. The sums are taken
+    when a step is added; the rows (with the layers' and rules' names) are built when first read."""
 
-    def __init__(self):
-        self.rows = []
+    def __init__(self, rows=None):
+        self._steps = []
+        self._rows = rows
 
     def add(self, index, layer, rule, R_out, R_in, shares, keep=False):
         """One layer's step: relevance R_out entering it from above, R_in leaving to its
         input, ``shares`` of what did not arrive; rule None: a pass-through layer (ReLU,
         Flatten). keep: also keep R_in itself."""
-        entering = self.rows[-1]["leaving"] if self.rows else per_example_sums(R_out)
-        row = {"index": index, "layer": layer.describe(), "kind": layer.kind,
-               "rule": "pass" if rule is None else rule.label(),
-               "entering": entering, "leaving": entering if rule is None else per_example_sums(R_in)}
-        for key in SHARES:
-            row[key] = np.asarray(shares.get(key, np.zeros(len(entering))), dtype=np.float64)
-        for key in ("positive", "negative"):
-            if key in shares:
-                row[key] = np.asarray(shares[key], dtype=np.float64)
-        if not all(np.isfinite(v).all() for v in row.values() if isinstance(v, np.ndarray)):
-            raise MinilrpError(f"non-finite relevance at the input of layer {index} ({row['layer']}) under "
-                               f"{row['rule']}: {why_not_finite(layer, R_in.dtype)}")
-        if keep:
-            row["relevance"] = R_in
-        self.rows.append(row)
+        entering = self._steps[-1][4] if self._steps else per_example_sums(R_out)
+        leaving = entering if rule is None else per_example_sums(R_in)
+        if rule is not None and not np.isfinite(leaving + sum(shares.values())).all():  # NaN, inf survive
+            raise MinilrpError(f"non-finite relevance at the input of layer {index} ({layer.describe()}) under "
+                               f"{rule.label()}: {why_not_finite(layer, R_in.dtype)}")
+        self._steps.append((index, layer, rule, entering, leaving, shares, R_in if keep else None))
+        self._rows = None
+
+    @property
+    def rows(self) -> list:
+        """One dict per layer, backward order: index, layer, kind, rule, entering, leaving,
+        bias, stabiliser, dropped (and positive/negative for alpha-beta; relevance when kept)."""
+        if self._rows is None:
+            self._rows = []
+            for index, layer, rule, entering, leaving, shares, R_in in self._steps:
+                row = {"index": index, "layer": layer.describe(), "kind": layer.kind,
+                       "rule": "pass" if rule is None else rule.label(), "entering": entering, "leaving": leaving}
+                row.update((k, np.asarray(shares.get(k, 0.0) + np.zeros(len(entering)), dtype=np.float64))
+                           for k in SHARES)
+                row.update((k, np.asarray(shares[k], dtype=np.float64)) for k in ("positive", "negative") if k in shares)
+                if R_in is not None:
+                    row["relevance"] = R_in
+                self._rows.append(row)
+        return self._rows
 
     @classmethod
     def concatenate(cls, ledgers):
         """One ledger from the ledgers of consecutive chunks of a batch."""
-        out = cls()
-        for rows in zip(*(ledger.rows for ledger in ledgers)):
-            out.rows.append({k: np.concatenate([r[k] for r in rows]) if isinstance(v, np.ndarray) else v
-                             for k, v in rows[0].items()})
-        return out
+        return cls([{k: np.concatenate([r[k] for r in rows]) if isinstance(v, np.ndarray) else v
+                     for k, v in rows[0].items()} for rows in zip(*(ledger.rows for ledger in ledgers))])
 
     def residual(self) -> np.ndarray:
         """Per row and example: entering - leaving - (bias + stabiliser + dropped); zero up

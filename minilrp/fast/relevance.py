@@ -30,6 +30,7 @@ class State:
         self.rules_key = self.rules = self.layers = None  # the last preset's rules and layers
         self.kept = {}  # id(layer) -> rule-modified weights and the weight they came from
         self.counts = {}  # geometry -> flat's channel of ones and window counts
+        self.bounds = {}  # (z^B rule, channels, default range) -> per-channel bounds and limits
 
     def rules_for(self, net, composite, params):
         """The rule of every layer; a preset's list is kept for its name, parameters and

@@ -113,12 +113,12 @@ def epsilon(rule, layer, a, R, ctx):
 
 
 def product_weights(rule, layer, a, ctx):
-    """The weights whose products with a a twin needs from the forward: [w+, w-] for gamma and
-    alpha-beta ([w+] for z+) on Dense/Conv2d with a >= 0; else None."""
+    """The weights whose products with a a twin needs from the forward: [w+, w-] for alpha-beta,
+    [w+] for z+ and gamma, on Dense/Conv2d with a >= 0; else None."""
     if type(rule) not in (Gamma, AlphaBeta) or not isinstance(layer, STACKED) or not nonnegative(a, ctx):
         return None
     W = kept(ctx, layer, "signed", signed)
-    return W[:1] if type(rule) is AlphaBeta and rule.beta == 0 else W
+    return W if type(rule) is AlphaBeta and rule.beta != 0 else W[:1]
 
 
 def gamma(rule, layer, a, R, ctx):
@@ -127,7 +127,11 @@ def gamma(rule, layer, a, R, ctx):
         return None
     w, b = rule.params(layer)
     g = rule.gamma
-    P, Q = signed_products(layer, a, ctx, W)
+    P, _ = signed_products(layer, a, ctx, W)
+    # Q = a w- from the forward's output z = P + Q + bias: one GEMM fewer. Gamma's denominators
+    # stay well conditioned (|d| >= g |P| or g |Q| on the branch that uses them, so the rounding
+    # of the subtraction costs a few ulps); alpha-beta's z- = Q alone would not, it keeps its GEMM.
+    Q = ctx["z"] - P if layer.bias is None else ctx["z"] - per_output(layer.bias, P) - P
     bv = bias_vector(b, R)
     S, sh = kernels.two_term_ratios(P, Q, R, bv, bv + g * pos(bv), bv + g * neg(bv),
                                     1 + g, 1, 1, 1 + g, 1, 1, rule.epsilon, True)
@@ -149,22 +153,47 @@ def alpha_beta(rule, layer, a, R, ctx):
 
 
 def channel_bounds(rule, a, ctx):
-    """z^B bounds as one (l, h) per input channel of a (N, C, H, W), when they are (numbers
-    or per-channel values, given or the network's input range); else None."""
-    C = a.shape[1]
+    """z^B bounds as one (l, h) per input channel of a (N, C, H, W), when they are (finite
+    numbers or per-channel values, given or the network's input range) and contain a (checked on
+    each channel's extremes); else None (the reference rule then checks them and says why)."""
+    default = ctx.get("input_range", (None, None))
+    key = (rule, a.shape[1]) + tuple(None if v is None else v.tobytes() for v in default)
+    try:
+        limits = ctx["state"].bounds.get(key, False)
+    except TypeError:  # bounds given as arrays or lists: worked out every call
+        limits = per_channel_limits(rule, a.shape[1], ctx)
+    if limits is False:
+        limits = ctx["state"].bounds[key] = per_channel_limits(rule, a.shape[1], ctx)
+    if limits is None:
+        return None
+    l, h, floor, ceiling = limits
+    if (a.min(axis=(0, 2, 3)) < floor).any() or (a.max(axis=(0, 2, 3)) > ceiling).any():
+        return None
+    return l, h
+
+
+def per_channel_limits(rule, C, ctx):
+    """(l, h, floor, ceiling) per channel for bounds that are numbers or per-channel values, the
+    floor and ceiling with the reference's tolerance; else None."""
     out = []
     for given, default in zip((rule.low, rule.high), ctx.get("input_range", (None, None))):
-        v = np.asarray(default if given is None else given, dtype=np.float64)
-        if v.ndim > 1 or v.size not in (1, C):
+        if given is None and default is None:
             return None
-        out.append(tuple(np.broadcast_to(v.reshape(-1), (C,)).tolist()))
-    return tuple(out)
+        try:
+            v = np.asarray(default if given is None else given, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+        if v.ndim > 1 or v.size not in (1, C) or not np.isfinite(v).all():
+            return None
+        out.append(np.broadcast_to(v.reshape(-1), (C,)))
+    l, h = out
+    tol = 1e-5 * np.maximum(1.0, np.abs(h - l))  # as the reference's check
+    return tuple(l.tolist()), tuple(h.tolist()), l - tol, h + tol
 
 
 def zbox(rule, layer, a, R, ctx):
     if not isinstance(layer, Conv2d):
         return None
-    rule.bounds(a, ctx)  # the reference's checks and errors
     channel = channel_bounds(rule, a, ctx)
     if channel is None:
         return None
