@@ -121,3 +121,55 @@ def test_no_memory_is_kept_after_a_call():
         tracemalloc.stop()
     assert peak - before > 8 << 20  # the call did allocate its scratch (so the trace sees numpy)...
     assert after - before < 64 << 10  # ...and released it
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_the_thread_count(monkeypatch, dtype):
+    # pieces are fixed by the shapes, never by how many threads take them (OpenBLAS's own
+    # threading changes its kernels, and so its rounding, with its thread count)
+    monkeypatch.setattr(kernels, "COLS_BUDGET", 1 << 18)  # several chunks at this batch
+    net = minilrp.load_model("fmnist-cnn", dtype=dtype)
+    x = net.preprocess(minilrp.load_samples()[0][:40])
+    w = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(dtype)
+    big = np.random.default_rng(1).random((1, 3, 90, 90)).astype(dtype)  # one image, many GEMM blocks
+
+    def results():
+        return [call(net, x) for call in CALLS] + [kernels.conv2d(big, w, None, 1, 1),
+                                                   kernels.conv2d_transpose(kernels.conv2d(big, w, None, 1, 1), w, 1, 1, (90, 90))]
+    counts = {}
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(kernels, "THREADS", threads)
+        counts[threads] = results()
+    for threads in (2, 3):
+        for got, want in zip(counts[threads], counts[1]):
+            assert np.array_equal(got, want)
+
+
+def test_blas_threads_are_restored_after_a_call():
+    from threadpoolctl import threadpool_info
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    net = minilrp.load_model("fmnist-cnn")
+    net.relevance(net.preprocess(minilrp.load_samples()[0][:4]), "EpsilonPlusFlat")
+    with pytest.raises(MinilrpError):
+        net.forward(np.full((1, 1, 28, 28), np.nan))
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+
+def test_pieces_run_once_each_and_errors_reach_the_caller():
+    done = []
+    kernels.each(50, lambda i, buf: done.append((i, buf)), scratch=lambda: threading.get_ident())
+    assert sorted(i for i, _ in done) == list(range(50))
+    assert all(buf is not None for _, buf in done)
+
+    def fail(i, _):
+        if i == 7:
+            raise ValueError("piece 7")
+    with pytest.raises(ValueError, match="piece 7"):
+        kernels.each(20, fail)
+    nested = []
+    kernels.each(4, lambda i, _: kernels.each(3, lambda j, __: nested.append((i, j, threading.get_ident()))))
+    assert len(nested) == 12
+    by_outer = {}
+    for i, _, t in nested:
+        by_outer.setdefault(i, set()).add(t)
+    assert all(len(ts) == 1 for ts in by_outer.values())  # a nested each stays on its piece's thread

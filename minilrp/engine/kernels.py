@@ -13,11 +13,14 @@ max-pool relevance) belong to the fast path, minilrp/fast/kernels.py.
 Why it looks like this (each choice measured when it was made; the commit messages say how):
 - the kernels write in memory order: scattered writes made the gather several times slower;
 - they are compiled serial (numba ``parallel=True`` compiles much slower, and its OpenMP
-  threads spin against OpenBLAS's) and are split across a small thread pool instead
-  (``nogil``): im2col by rows, col2im and maxpool by whole planes, so overlapping windows
-  scatter without races;
-- small calls stay on one thread: a parallel launch costs more than it saves, and stalls
-  for a scheduler slice whenever another process holds the other core;
+  threads spin against OpenBLAS's) and minilrp spreads the work itself: BLAS runs on one
+  thread while minilrp computes (:func:`one_blas_thread`), and the work is cut into pieces
+  fixed by the shapes alone (chunks of images, blocks of GEMM columns, ranges of planes) that
+  the calling thread and a small pool take one after another (:func:`each`). A thread the OS
+  keeps waiting just takes fewer pieces, so a loaded machine never makes the default slower
+  than one thread, and the numbers never depend on the thread count (OpenBLAS's do, for some
+  shapes: it changes kernels with its thread count);
+- small calls stay on one thread: a parallel launch costs more than it saves;
 - no scratch memory outlives a call: every buffer belongs to the call that made it, so
   networks in different threads never share one (BENCHMARKS.md has what that costs).
 
@@ -26,8 +29,11 @@ give the same numbers. Kernels take C-contiguous float32 or float64 arrays.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,6 +44,10 @@ COLS_BUDGET = 8 << 20
 # Below this many elements a kernel runs on the calling thread only: handing work to the
 # pool costs about as much as an im2col of this size.
 PARALLEL_MIN_WORK = 1 << 19
+# GEMM columns per piece when one image's product is split across threads.
+GEMM_BLOCK = 4096
+# Threads that take pieces (the calling one included): MINILRP_NUM_THREADS, else the cores
+# this process may run on.
 THREADS = int(os.environ.get("MINILRP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
 
 
@@ -45,7 +55,72 @@ THREADS = int(os.environ.get("MINILRP_NUM_THREADS", 0)) or len(os.sched_getaffin
 def _pool(pid):
     """This process's worker threads (keyed by pid: a forked child starts its own). They hold
     no data: every call hands them its own arrays."""
-    return ThreadPoolExecutor(THREADS, thread_name_prefix="minilrp")
+    return ThreadPoolExecutor(max(1, THREADS - 1), thread_name_prefix="minilrp")
+
+
+_piece = threading.local()  # .inside: this thread is computing a piece (no nested splitting)
+
+
+def each(n, work, scratch=None):
+    """work(i, buf) for every piece i in range(n), on the calling thread and up to THREADS - 1
+    pool threads, each taking the next piece when done with one. A pool thread that has not
+    started when the caller runs out of pieces is cancelled, not waited for. buf: scratch()
+    made once per thread (None without scratch). Pieces never nest: inside one, a nested
+    ``each`` runs serially."""
+    nxt = itertools.count()
+
+    def worker():
+        outer, _piece.inside = getattr(_piece, "inside", False), True
+        try:
+            buf = scratch() if scratch else None
+            while (i := next(nxt)) < n:
+                work(i, buf)
+        finally:
+            _piece.inside = outer
+
+    if n <= 1 or THREADS <= 1 or getattr(_piece, "inside", False):
+        buf = scratch() if scratch and n else None
+        for i in range(n):
+            work(i, buf)
+        return
+    futures = [_pool(os.getpid()).submit(worker) for _ in range(min(THREADS, n) - 1)]
+    try:
+        worker()
+    finally:
+        for f in futures:
+            if not f.cancel():
+                f.result()
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController().select(user_api="blas")
+
+
+_blas_lock, _blas_users, _blas_saved = threading.Lock(), [0], []
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS (numpy's OpenBLAS or MKL) on one thread while minilrp computes, for the whole
+    process; the previous setting is restored when the last concurrent minilrp call ends."""
+    global _blas_saved
+    with _blas_lock:
+        if _blas_users[0] == 0:
+            libs = _blas_controller().lib_controllers
+            _blas_saved = [(lib, lib.num_threads) for lib in libs]
+            for lib, _ in _blas_saved:
+                lib.set_num_threads(1)
+        _blas_users[0] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users[0] -= 1
+            if _blas_users[0] == 0:
+                for lib, n in _blas_saved:
+                    lib.set_num_threads(n)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -55,20 +130,13 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 def _split(kernel, args, n_c, n_b, work):
     """Run ``kernel(*args, c_lo, c_hi, b_lo, b_hi)`` over channels [0, n_c) x images [0, n_b),
-    split across threads along the longer of the two when the work is large: each thread
-    then owns whole (image, channel) planes, so scatters into them need no atomics."""
+    in pieces along the longer of the two when the work is large: each piece then owns whole
+    (image, channel) planes, so scatters into them need no atomics."""
     n = max(n_c, n_b)
-    parts = min(THREADS, n) if work >= PARALLEL_MIN_WORK else 1
-    if parts <= 1:
-        kernel(*args, 0, n_c, 0, n_b)
-        return
-    pool = _pool(os.getpid())
+    parts = min(4 * THREADS, n) if work >= PARALLEL_MIN_WORK else 1
     bounds = np.linspace(0, n, parts + 1).astype(int)
     ranges = [((lo, hi, 0, n_b) if n_c >= n_b else (0, n_c, lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    futures = [pool.submit(kernel, *args, *r) for r in ranges[1:]]
-    kernel(*args, *ranges[0])
-    for f in futures:
-        f.result()
+    each(parts, lambda i, _: kernel(*args, *ranges[i]))
 
 
 # --------------------------------------------------------------------------------------
@@ -230,29 +298,40 @@ def _chunk(n: int, per_image: int, itemsize: int) -> int:
     return max(1, min(n, COLS_BUDGET // max(1, per_image * itemsize)))
 
 
-def im2col_chunks(x, K, stride, pad, im2col_fn=im2col):
-    """The receptive fields of x (N, C, H, W), a chunk of images at a time: yields (n0, m,
-    cols), cols (C*K*K, m*Ho*Wo) the im2col columns of images n0..n0+m. A chunk's columns fit
-    COLS_BUDGET bytes (so they stay in cache, and the batch size never multiplies the memory);
-    the next chunk overwrites them."""
+def conv_chunks(x, K, stride, pad, per_chunk, im2col_fn=im2col):
+    """per_chunk(n0, m, cols) for every chunk of images n0..n0+m of x (N, C, H, W), cols
+    (C*K*K, m*Ho*Wo) their receptive fields. A chunk's columns fit COLS_BUDGET bytes (so they
+    stay in cache, and the batch size never multiplies the memory); chunks are pieces of
+    :func:`each`, every thread reusing its own columns buffer."""
     N, C, H, W = x.shape
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
     L, CKK = Ho * Wo, C * K * K
     nb = _chunk(N, CKK * L, x.itemsize)
-    buf = np.empty(CKK * nb * L, x.dtype)
-    for n0 in range(0, N, nb):
+
+    def work(k, buf):
+        n0 = k * nb
         m = min(nb, N - n0)
         cols = buf[:CKK * m * L].reshape(CKK, m * L)
         im2col_fn(x, n0, m, K, stride, pad, Ho, Wo, cols)
-        yield n0, m, cols
+        per_chunk(n0, m, cols)
+    each(-(-N // nb), work, lambda: np.empty(CKK * nb * L, x.dtype))
+
+
+def matmul(a, b, out=None):
+    """a @ b for a (M, K), b (K, P), in pieces of GEMM_BLOCK columns -> out (M, P)."""
+    out = np.empty((len(a), b.shape[1]), np.result_type(a, b)) if out is None else out
+    starts = range(0, b.shape[1], GEMM_BLOCK)
+    each(len(starts), lambda i, _: np.matmul(a, b[:, starts[i]:starts[i] + GEMM_BLOCK],
+                                             out=out[:, starts[i]:starts[i] + GEMM_BLOCK]))
+    return out
 
 
 def gemm_into(w2, cols, out, n0, m):
     """out[n0:n0+m] = w2 @ cols, reordered from (Co, m*L) to images first; out (N, Co, L)."""
     if m == 1:  # one image per chunk (large images): the GEMM writes the output directly
-        np.matmul(w2, cols, out=out[n0])
+        matmul(w2, cols, out[n0])
     else:
-        out[n0:n0 + m] = (w2 @ cols).reshape(len(w2), m, -1).transpose(1, 0, 2)
+        out[n0:n0 + m] = matmul(w2, cols).reshape(len(w2), m, -1).transpose(1, 0, 2)
 
 
 def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
@@ -262,8 +341,9 @@ def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
     Co, _, K, _ = w.shape
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
     out = np.empty((N, Co, Ho, Wo), x.dtype)
-    for n0, m, cols in im2col_chunks(x, K, stride, pad, im2col_fn):
-        gemm_into(w.reshape(Co, -1), cols, out.reshape(N, Co, -1), n0, m)
+    with one_blas_thread():
+        conv_chunks(x, K, stride, pad, lambda n0, m, cols: gemm_into(w.reshape(Co, -1), cols, out.reshape(N, Co, -1), n0, m),
+                    im2col_fn)
     if b is not None:
         out += b.reshape(-1, 1, 1)
     return out
@@ -284,10 +364,14 @@ def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=col2im):
     out = np.zeros((N, C, H, W), g.dtype)
     g3 = g.reshape(N, Co, L)
     nb = _chunk(N, CKK * L, g.itemsize)
-    for n0 in range(0, N, nb):
+
+    def work(k, _):
+        n0 = k * nb
         m = min(nb, N - n0)
         gt = g3[n0] if m == 1 else g3[n0:n0 + m].transpose(1, 0, 2).reshape(Co, m * L)
-        col2im_fn(wT @ gt, n0, m, K, stride, pad, Ho, Wo, out)
+        col2im_fn(matmul(wT, np.ascontiguousarray(gt)), n0, m, K, stride, pad, Ho, Wo, out)
+    with one_blas_thread():
+        each(-(-N // nb), work)
     return out
 
 

@@ -17,6 +17,7 @@ from ..errors import MinilrpError
 from ..explain.composites import get_composite
 from ..explain.ledger import Ledger, why_not_finite
 from ..fast.relevance import relevance as fast_relevance
+from . import kernels
 from .layers import Flatten, Layer
 
 
@@ -30,8 +31,11 @@ class _InUse:
         if not self.lock.acquire(blocking=False):
             raise MinilrpError("this Network is busy with a call from another thread; a Network "
                                "caches per call, so give each thread its own copy: net.copy()")
+        self.blas = kernels.one_blas_thread()
+        self.blas.__enter__()
 
     def __exit__(self, *exc):
+        self.blas.__exit__(*exc)
         self.lock.release()
 
 

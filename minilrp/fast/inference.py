@@ -69,7 +69,7 @@ def logits(net, x, batch_size=BATCH):
     out = np.empty((len(x), net.n_classes), net.dtype)
     for s in range(0, len(x), batch_size):
         a = x[s:s + batch_size]
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"), kernels.one_blas_thread():
             for step in plan:
                 a = run(step, a)
         # non-finite: the network's own forward names the layer and the cause

@@ -58,9 +58,11 @@ def forward_with(layer, a, W):
     N, w = len(a), layer.weight
     out = np.empty((N, len(w)) + tuple(layer.output_shape(a.shape[1:])[1:]), a.dtype)
     prod = np.empty((N, len(W2)) + out.shape[2:], a.dtype)
-    for n0, m, cols in kernels.im2col_chunks(a, layer.kernel_size, layer.stride, layer.padding):
+
+    def both(n0, m, cols):
         kernels.gemm_into(w.reshape(len(w), -1), cols, out.reshape(N, len(w), -1), n0, m)
         kernels.gemm_into(W2, cols, prod.reshape(N, len(W2), -1), n0, m)
+    kernels.conv_chunks(a, layer.kernel_size, layer.stride, layer.padding, both)
     if layer.bias is not None:
         out += layer.bias.reshape(-1, 1, 1)
     return out, prod
