@@ -44,8 +44,9 @@ COLS_BUDGET = 8 << 20
 # Below this many elements a kernel runs on the calling thread only: handing work to the
 # pool costs about as much as an im2col of this size.
 PARALLEL_MIN_WORK = 1 << 19
-# GEMM columns per piece when one image's product is split across threads.
-GEMM_BLOCK = 4096
+# A GEMM that is not already one piece of a larger split is cut into this many pieces, each
+# of at least GEMM_MIN_FLOP: enough for the threads to share, never decided by their number.
+GEMM_PIECES, GEMM_MIN_FLOP = 4, 1 << 25
 # Threads that take pieces (the calling one included): MINILRP_NUM_THREADS, else the cores
 # this process may run on.
 THREADS = int(os.environ.get("MINILRP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0))
@@ -318,11 +319,17 @@ def conv_chunks(x, K, stride, pad, per_chunk, im2col_fn=im2col):
 
 
 def matmul(a, b, out=None):
-    """a @ b for a (M, K), b (K, P), in pieces of GEMM_BLOCK columns -> out (M, P)."""
-    out = np.empty((len(a), b.shape[1]), np.result_type(a, b)) if out is None else out
-    starts = range(0, b.shape[1], GEMM_BLOCK)
-    each(len(starts), lambda i, _: np.matmul(a, b[:, starts[i]:starts[i] + GEMM_BLOCK],
-                                             out=out[:, starts[i]:starts[i] + GEMM_BLOCK]))
+    """a @ b for a (M, K), b (K, P) -> out (M, P), in up to GEMM_PIECES pieces of at least
+    GEMM_MIN_FLOP each: blocks of columns, or of rows when there are few columns."""
+    (M, K), P = a.shape, b.shape[1]
+    out = np.empty((M, P), np.result_type(a, b)) if out is None else out
+    n = int(min(GEMM_PIECES, max(1, 2 * M * K * P // GEMM_MIN_FLOP)))
+    if P >= 256 * n:  # column blocks, multiples of 64 wide
+        edges = [min(P, (P * i // n + 63) // 64 * 64) for i in range(n)] + [P]
+        each(n, lambda i, _: np.matmul(a, b[:, edges[i]:edges[i + 1]], out=out[:, edges[i]:edges[i + 1]]))
+    else:
+        edges = [M * i // n for i in range(n + 1)]
+        each(n, lambda i, _: np.matmul(a[edges[i]:edges[i + 1]], b, out=out[edges[i]:edges[i + 1]]))
     return out
 
 
