@@ -134,8 +134,11 @@ def _split(kernel, args, n_c, n_b, work):
     in pieces along the longer of the two when the work is large: each piece then owns whole
     (image, channel) planes, so scatters into them need no atomics."""
     n = max(n_c, n_b)
-    parts = min(4 * THREADS, n) if work >= PARALLEL_MIN_WORK else 1
-    bounds = np.linspace(0, n, parts + 1).astype(int)
+    if work < PARALLEL_MIN_WORK or n == 1:
+        kernel(*args, 0, n_c, 0, n_b)
+        return
+    parts = min(4 * THREADS, n)
+    bounds = [n * i // parts for i in range(parts + 1)]
     ranges = [((lo, hi, 0, n_b) if n_c >= n_b else (0, n_c, lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     each(parts, lambda i, _: kernel(*args, *ranges[i]))
 
