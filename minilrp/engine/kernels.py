@@ -99,28 +99,26 @@ def _blas_controller():
     return ThreadpoolController().select(user_api="blas")
 
 
-_blas_lock, _blas_users, _blas_saved = threading.Lock(), [0], []
+_blas = {"lock": threading.Lock(), "users": 0, "saved": []}
 
 
 @contextlib.contextmanager
 def one_blas_thread():
     """BLAS (numpy's OpenBLAS or MKL) on one thread while minilrp computes, for the whole
     process; the previous setting is restored when the last concurrent minilrp call ends."""
-    global _blas_saved
-    with _blas_lock:
-        if _blas_users[0] == 0:
-            libs = _blas_controller().lib_controllers
-            _blas_saved = [(lib, lib.num_threads) for lib in libs]
-            for lib, _ in _blas_saved:
+    with _blas["lock"]:
+        if _blas["users"] == 0:
+            _blas["saved"] = [(lib, lib.num_threads) for lib in _blas_controller().lib_controllers]
+            for lib, _ in _blas["saved"]:
                 lib.set_num_threads(1)
-        _blas_users[0] += 1
+        _blas["users"] += 1
     try:
         yield
     finally:
-        with _blas_lock:
-            _blas_users[0] -= 1
-            if _blas_users[0] == 0:
-                for lib, n in _blas_saved:
+        with _blas["lock"]:
+            _blas["users"] -= 1
+            if _blas["users"] == 0:
+                for lib, n in _blas["saved"]:
                     lib.set_num_threads(n)
 
 
