@@ -344,8 +344,6 @@ $("run-curves").onclick = async () => {
   $("curves-status").textContent = "computing…";
   try {
     const out = await api("/api/curves", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(s)});
-    pg.curves = out;
-    pg.curvesRequest = s;
     $("curves").hidden = false;
     await setImage($("curves"), out.png);
     $("aopc").innerHTML = "<thead><tr><th>ordering</th><th>AOPC</th></tr></thead><tbody>" +
@@ -353,6 +351,8 @@ $("run-curves").onclick = async () => {
       `</tbody>`;
     $("curves-status").textContent = `${out.n_regions} regions of ${out.region_size}x${out.region_size}, ` +
       `class “${pg.options.classes[out.target]}”`;
+    pg.curves = out;  // last: tests wait for these, then read the picture and the table
+    pg.curvesRequest = s;
     showError(null);
   } catch (e) {
     $("curves-status").textContent = "";
