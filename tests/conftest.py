@@ -7,6 +7,19 @@ def rng():
     return np.random.default_rng(12345)
 
 
+@pytest.fixture(scope="module")
+def torch():
+    """PyTorch, seeded; the test skips where it is not installed (a tool dependency)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return torch
+
+
+def rel_err(a, b):
+    """max |a - b| relative to max |b|, in float64."""
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
+
+
 def finite_difference(f, x, h=1e-6):
     """Central differences of the scalar function f at every entry of x (float64)."""
     g = np.zeros_like(x)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 from minilrp import MinilrpError, load, save
 from minilrp.convert import main
@@ -23,19 +24,8 @@ CNN = "conv:1:32:5:p2,relu,maxpool:2,conv:32:64:5:p2,relu,maxpool:2,flatten,line
 
 
 @pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    return torch
-
-
-@pytest.fixture(scope="module")
 def safetensors_numpy():
     return pytest.importorskip("safetensors.numpy")
-
-
-def rel_err(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
 
 
 def cli(capsys, *args):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 from minilrp import MinilrpError, load, save
 from minilrp.models.importers import (IMAGENET_MEAN, IMAGENET_STD, from_onnx, from_torch,
@@ -32,17 +33,6 @@ SLOW = pytest.mark.skipif(os.environ.get("MINILRP_SLOW") != "1",
 # The VGG-like network of tests/fixtures/importer_zennit_vgglike.npz (see the tool).
 VGGLIKE = dict(cfg=[8, 8, "M", 16, 16, "M", 32, "M"], batch_norm=True, num_classes=10,
                hidden=32, pool=2)
-
-
-def rel_err(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
-
-
-@pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    return torch
 
 
 @pytest.fixture(scope="module")
