@@ -254,18 +254,24 @@ def write_per_image(path, data, curves):
                        + [repr(float(v)) for v in aopcs[i]])
 
 
+def read_settings(out, *needed):
+    """settings.json of the run in ``out``, after checking that it and the files ``needed`` are
+    there (``--report-only`` redoes a report from them)."""
+    for name in ("settings.json",) + needed:
+        if not os.path.exists(os.path.join(out, name)):
+            raise MinilrpError(f"{os.path.join(out, name)} not found: --report-only needs the files "
+                               "of an earlier run in --out")
+    with open(os.path.join(out, "settings.json")) as f:
+        return json.load(f)
+
+
 def write_report(out, net=None):
     """Tables, figures and verdicts from the files a run left in ``out`` (curves.npz,
     orders.npz, settings.json): ``--report-only`` redoes them without recomputing the curves."""
     from types import SimpleNamespace
     from ..models.data import load_model
     from ..models.imagesets import open_images
-    for name in ("settings.json", "curves.npz", "orders.npz"):
-        if not os.path.exists(os.path.join(out, name)):
-            raise MinilrpError(f"{os.path.join(out, name)} not found: --report-only needs the files "
-                               "of an earlier run in --out")
-    with open(os.path.join(out, "settings.json")) as f:
-        settings = json.load(f)
+    settings = read_settings(out, "curves.npz", "orders.npz")
     with np.load(os.path.join(out, "curves.npz")) as f:
         curves = {tuple(k.split("|")): f[k] for k in f.files}
     with np.load(os.path.join(out, "orders.npz")) as f:

@@ -29,6 +29,7 @@ import numpy as np
 from . import narrative as T
 from . import perturbation as P
 from . import sanity as S
+from .perturbation_study import read_settings
 from .similarity import LABELS, MEASURES, compare
 from ..errors import MinilrpError
 
@@ -217,12 +218,7 @@ def short_checks(net, x, methods, seed=0, threshold=0.5, measure="spearman_abs",
 # ============================================================================== the report
 
 def _load(out):
-    for name in ("settings.json", "scores.npz"):
-        if not os.path.exists(os.path.join(out, name)):
-            raise MinilrpError(f"{os.path.join(out, name)} not found: --report-only needs the files "
-                               "of an earlier run in --out")
-    with open(os.path.join(out, "settings.json")) as f:
-        settings = json.load(f)
+    settings = read_settings(out, "scores.npz")
     with np.load(os.path.join(out, "scores.npz")) as f:
         scores = {k: f[k] for k in f.files}
     return settings, scores
