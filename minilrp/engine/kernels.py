@@ -99,6 +99,9 @@ def _blas_controller():
     return ThreadpoolController().select(user_api="blas")
 
 
+# The one piece of process-wide state, because numpy's BLAS setting is process-wide: how many
+# minilrp calls are running, so that only the last one restores the user's setting (a call that
+# restored it while another ran would let that one's GEMMs round differently). No numbers here.
 _blas = {"lock": threading.Lock(), "users": 0, "saved": []}
 
 
