@@ -129,14 +129,15 @@ def peak_memory(net, x, heat, target):
 
 
 def test_peak_memory_is_bounded_by_the_batch_not_the_images(world):
-    """Peak traced memory of the scoring loop for 250 and 1000 images: what grows with N is only
-    the (N, L+1) curves and the (N, R) orders, not the N x L perturbed images."""
+    """Peak traced memory of the scoring loop for one batch (512 images) and 1000 images: what
+    grows with N is only the (N, L+1) curves and the (N, R) orders, not the N x L perturbed
+    images (the images of a batch are scored step after step, the batch's activations kept)."""
     net, model, x, heat, target = world
-    small, large = peak_memory(net, x[:250], heat[:250], target[:250]), peak_memory(net, x, heat, target)
+    small, large = peak_memory(net, x[:BATCH], heat[:BATCH], target[:BATCH]), peak_memory(net, x, heat, target)
     all_images = N_IMAGES * 49 * x[0].nbytes
-    print(f"\npeak memory: 250 images {small / 2**20:.1f} MiB, 1000 images {large / 2**20:.1f} MiB "
+    print(f"\npeak memory: {BATCH} images {small / 2**20:.1f} MiB, 1000 images {large / 2**20:.1f} MiB "
           f"(all perturbed images would be {all_images / 2**20:.0f} MiB)")
-    # bounded by the batch: 4x the images, at most 20 % more memory (the batch's forward
+    # bounded by the batch: twice the images, at most 20 % more memory (the batch's forward
     # temporaries dominate; on 28x28 images they exceed all perturbed images of 1000 together)
     assert large < 1.2 * small
 
@@ -169,7 +170,7 @@ def main(rounds=3):
     every = med["minilrp, every step scored"]
     print(f"every step scored: ratio / Quantus {every / med['Quantus RegionPerturbation']:.3f}, "
           f"/ torch {every / med['torch hand-batched']:.3f}")
-    print(f"peak traced memory, 250 / 1000 images: {peak_memory(net, x[:250], heat[:250], target[:250]) / 2**20:.1f}"
+    print(f"peak traced memory, {BATCH} / 1000 images: {peak_memory(net, x[:BATCH], heat[:BATCH], target[:BATCH]) / 2**20:.1f}"
           f" / {peak_memory(net, x, heat, target) / 2**20:.1f} MiB")
 
 

@@ -61,3 +61,57 @@ def test_leaves_the_caches_and_names_non_finite_layers(rng):
     net.layers[3].weight[0, 0, 0, 0] = np.inf
     with pytest.raises(MinilrpError, match="layer 3 .*its weight contain NaN or inf"):
         inference.logits(net, x)
+
+
+def change_regions(rng, x, n, size):
+    """n of the images x with one size x size region set to 0 (rows, new images)."""
+    rows = rng.choice(len(x), n, replace=False)
+    new = x[rows].copy()
+    H, W = x.shape[2:]
+    for img in new:
+        y, c = rng.integers(0, H - size + 1), rng.integers(0, W - size + 1)
+        img[:, y:y + size, c:c + size] = 0
+    return rows, new
+
+
+@pytest.mark.parametrize("model", ["fmnist-mlp", "fmnist-cnn", "fmnist-vgg"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scorer_follows_images_changing_region_by_region(model, dtype):
+    """49 steps of a region perturbation: each step's logits equal a whole forward of the new
+    images (float32: bit for bit on these models, the windows' GEMMs round alike)."""
+    rng = np.random.default_rng(0)
+    net = minilrp.load_model(model, dtype=dtype)
+    x = net.preprocess(minilrp.load_samples()[0][:30])
+    scorer = inference.Scorer(net, x)
+    np.testing.assert_array_equal(scorer.logits, net.forward(x))
+    for _ in range(49):
+        rows, new = change_regions(rng, x, 20, 4)
+        x[rows] = new
+        got = scorer.update(rows, new)
+        if dtype == np.float32:
+            np.testing.assert_array_equal(got, net.forward(new))
+        close(got, net.forward(new))
+    close(scorer.update(np.arange(30), x), net.forward(x))  # nothing changed: the kept logits
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scorer_on_random_networks(dtype):
+    """Strides, padding, average and overlapping pools, a ReLU alone, boxes at the borders,
+    keep=False (the kept images stay; rows may repeat)."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        net = random_net(rng, dtype, 1.0)
+        x = rng.standard_normal((6,) + net.input_shape).astype(dtype)
+        scorer = inference.Scorer(net, x)
+        for k in range(6):
+            rows = rng.choice(6, 3, replace=k % 2 == 0)
+            new = x[rows].copy()
+            if k < 4:  # a box of 1-3 pixels a side, anywhere (the borders included)
+                y, c = rng.integers(0, new.shape[2], 2)
+                new[:, :, y:y + rng.integers(1, 4), c:c + rng.integers(1, 4)] += 1
+            else:  # a few pixels anywhere
+                new += rng.uniform(size=new.shape) < 0.05
+            close(scorer.update(rows, new, keep=k % 2 == 1), net.forward(new))
+            if k % 2:
+                x[rows] = new
+            close(scorer.update(np.arange(6), x, keep=False), net.forward(x))

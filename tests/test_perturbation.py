@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+import minilrp
 from minilrp import Dense, Flatten, MinilrpError, Network
 from minilrp import perturbation as P
 from minilrp import sensitivity as S
@@ -430,3 +431,21 @@ def test_bad_input_raises_a_clear_error(case, rng):
     call, message = bad_calls(rng)[case]
     with pytest.raises(MinilrpError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+@pytest.mark.parametrize("model", ["fmnist-cnn", "fmnist-vgg"])
+@pytest.mark.parametrize("name", ["constant", "uniform", "road"])
+def test_curves_of_the_bundled_models_equal_whole_forwards(model, name):
+    """The curves rescore only what each step changes (fast/inference.Scorer); on the bundled
+    float32 models every point equals a whole forward of that step's images (perturb), with
+    two draws, skipped no-op steps (constant 0 on the background) and chains split in batches."""
+    net = minilrp.load_model(model)
+    x = net.preprocess(minilrp.load_samples()[0][:5])
+    regions = P.grid(x.shape[2:], 4)
+    order = P.random_order(5, regions.n_regions, seed=3)
+    curves = P.perturbation_curves(net, x, regions, order, name, seed=2, n_draws=2, batch_size=3)
+    t = net.forward(x).argmax(1)
+    D = 2 if name != "constant" else 1
+    want = np.mean([[net.forward(P.perturb(net, x, regions, order, k, name, seed=2, draw=d))[np.arange(5), t]
+                     for k in range(regions.n_regions + 1)] for d in range(D)], axis=0).T
+    np.testing.assert_allclose(curves, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -824,7 +824,9 @@ def _changed_regions(pert, x, labels, R, seed, stream, D, index):
 def _score_items(net, x, pert, t, score, seed, stream, D, index, img, draw, masks, batch_size, report):
     """Scores of the distorted images of items i: image img[i], fill draw draw[i], mask
     masks(selection) -> (B, H, W); in batches of batch_size, each batch's fills drawn from the
-    per-(image, draw) streams. report(i) after each batch (i = last item done)."""
+    per-(image, draw) streams, each item scored by recomputing only what its mask changed in its
+    clean image (:class:`~minilrp.fast.inference.Scorer`). report(i) after each batch (i = last
+    item done)."""
     out = np.empty(len(img))
     for s in range(0, len(img), batch_size):
         sel = slice(s, s + batch_size)
@@ -832,7 +834,8 @@ def _score_items(net, x, pert, t, score, seed, stream, D, index, img, draw, mask
         fills = np.stack([pert.fill(x[p // D], _rng(seed, stream, index[p // D], p % D), index[p // D], p % D)
                           for p in pairs])
         xb = pert.apply(x[img[sel]], fills[inverse.reshape(-1)], masks(sel))
-        out[sel] = _score(inference.logits(net, xb, batch_size), t[img[sel]], score)
+        clean, at = np.unique(img[sel], return_inverse=True)  # each item: its clean image, one region distorted
+        out[sel] = _score(inference.Scorer(net, x[clean]).update(at.reshape(-1), xb, keep=False), t[img[sel]], score)
         report(min(s + batch_size, len(img)) - 1)
     return out
 
@@ -848,10 +851,12 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     score: "logit" or "probability" (softmax); n_draws: for stochastic fills, the curve is the
     mean over that many independent fills (deterministic fills use one).
 
-    All L * n_draws distorted images are built from each image's fills (one per draw, from the
-    stream (seed, index[n], draw); index: the images' indices in their data set, default
-    0..N-1, so that parts of a data set get the draws of the whole) and scored in batches of at most ``batch_size`` images: memory is
-    bounded by the batch size, not by N. A step whose region the fill leaves unchanged (a
+    The distorted images are built from each image's fills (one per draw, from the stream
+    (seed, index[n], draw); index: the images' indices in their data set, default 0..N-1, so
+    that parts of a data set get the draws of the whole), ``batch_size`` images (and draws) at a
+    time, step after step: memory is bounded by the batch size, not by N. Each step is scored by
+    :class:`~minilrp.fast.inference.Scorer`, which recomputes only what the newly distorted
+    region changes (the same logits as a whole forward, to rounding). A step whose region the fill leaves unchanged (a
     constant equal to the background on a blank region) repeats the previous step's score
     without a forward pass. progress: optional callable(done, total), in distorted images."""
     x = _check_images(net, x)
@@ -875,25 +880,26 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     if L == 0:
         return out[:, :, 0]
     labels = regions.per_image(N)
-    ranks = _pixel_ranks(labels, order[:, :L], R)
     # src[n, k, d]: the step whose image x_k equals (k itself unless step k changed nothing)
     changed = _changed_regions(pert, x, labels, R, seed, _FILL, D, index)   # (N, D, R)
     new = np.take_along_axis(changed, order[:, None, :L], axis=2).transpose(0, 2, 1)  # (N, L, D)
     steps_ = np.arange(1, L + 1)[None, :, None]
     src = np.concatenate([np.zeros((N, 1, D), np.int64),
                           np.maximum.accumulate(np.where(new, steps_, 0), axis=1)], axis=1)
-    img, k, d = np.nonzero(new)
-    k = k + 1
-    total = N * L * D
-
-    def report(i):
-        if progress is not None:
-            progress(total if i == len(img) - 1 else int(img[i] * L * D + (k[i] - 1) * D + d[i] + 1), total)
-
-    out[img, k, d] = _score_items(net, x, pert, t, score, seed, _FILL, D, index, img, d,
-                                  lambda sel: ranks[img[sel]] < k[sel, None, None], batch_size, report)
-    if len(img) == 0 and progress is not None:
-        progress(total, total)
+    total, chains = N * L * D, np.arange(N * D)
+    for s in range(0, N * D, batch_size):  # chains (image, draw), batch_size at a time, step by step
+        n, d = np.divmod(chains[s:s + batch_size], D)
+        fills = np.stack([pert.fill(x[i], _rng(seed, _FILL, index[i], j), index[i], j) for i, j in zip(n, d)])
+        ranks = _pixel_ranks(labels[n], order[n, :L], R)
+        scorer = inference.Scorer(net, x[n])  # each step's images differ from the last in one region
+        for k in range(1, L + 1):
+            rows = np.flatnonzero(new[n, k - 1, d])
+            if len(rows):
+                xk = pert.apply(x[n[rows]], fills[rows], ranks[rows] < k)
+                out[n[rows], k, d[rows]] = _score(scorer.update(rows, xk), t[n[rows]], score)
+            if progress is not None:
+                progress(s * L + k * len(n), total)
+        del scorer  # before the next batch's: one batch's activations at a time
     out = np.take_along_axis(out, src, axis=1)
     return out.mean(axis=2) if D > 1 else out[:, :, 0]
 
