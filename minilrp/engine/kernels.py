@@ -337,12 +337,15 @@ def matmul(a, b, out=None):
     return out
 
 
-def gemm_into(w2, cols, out, n0, m):
-    """out[n0:n0+m] = w2 @ cols, reordered from (Co, m*L) to images first; out (N, Co, L)."""
-    if m == 1:  # one image per chunk (large images): the GEMM writes the output directly
-        matmul(w2, cols, out[n0])
-    else:
-        out[n0:n0 + m] = matmul(w2, cols).reshape(len(w2), m, -1).transpose(1, 0, 2)
+def gemm_into(w2, cols, out, n0, m, b=None):
+    """out[n0:n0+m] = w2 @ cols (+ b per row), reordered from (Co, m*L) to images first; out
+    (N, Co, L). The bias is added in the pass that reorders (one pass over the output less)."""
+    z = matmul(w2, cols, out[n0] if m == 1 else None)  # one image: the GEMM writes the output
+    z = z.reshape(len(w2), m, -1).transpose(1, 0, 2)
+    if b is not None:
+        np.add(z, b[:, None], out=out[n0:n0 + m])
+    elif m > 1:
+        out[n0:n0 + m] = z
 
 
 def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
@@ -353,10 +356,8 @@ def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
     out = np.empty((N, Co, Ho, Wo), x.dtype)
     with one_blas_thread():
-        conv_chunks(x, K, stride, pad, lambda n0, m, cols: gemm_into(w.reshape(Co, -1), cols, out.reshape(N, Co, -1), n0, m),
+        conv_chunks(x, K, stride, pad, lambda n0, m, cols: gemm_into(w.reshape(Co, -1), cols, out.reshape(N, Co, -1), n0, m, b),
                     im2col_fn)
-    if b is not None:
-        out += b.reshape(-1, 1, 1)
     return out
 
 
