@@ -10,7 +10,8 @@ Needs the reference environment (torch 2.13 CPU + Quantus: ../shared/reference-e
         -q -s --benchmark-json=/tmp/bench_perturbation.json && python benchmarks/report.py /tmp/bench_perturbation.json
 
 or, for the medians and ratios alone, ``PYTHONPATH=.:benchmarks ~/.cache/minilrp-reference-venv/bin/python
-benchmarks/bench_perturbation.py`` (same environment variables). Each peer's curves are checked
+benchmarks/bench_perturbation.py [rounds] [model]`` (same environment variables; model: another
+bundled model than the LeNet CNN, e.g. fmnist-vgg). Each peer's curves are checked
 against minilrp's first, so the timings compare the same computation.
 """
 from __future__ import annotations
@@ -32,9 +33,9 @@ quantus = pytest.importorskip("quantus")
 N_IMAGES, REGION, BATCH = 1000, 4, 512
 
 
-def setup():
+def setup(model="fmnist-cnn"):
     torch.set_num_threads(2)
-    net = load_model("fmnist-cnn")
+    net = load_model(model)
     images, _, _ = load_samples()
     x = net.preprocess(images[:N_IMAGES])
     heat = np.concatenate([net.relevance(x[i:i + 250], "EpsilonPlusFlat") for i in range(0, len(x), 250)])
@@ -142,10 +143,10 @@ def test_peak_memory_is_bounded_by_the_batch_not_the_images(world):
     assert large < 1.2 * small
 
 
-def main(rounds=3):
+def main(rounds=3, model="fmnist-cnn"):
     """Medians over ``rounds`` interleaved rounds (each round runs every implementation once, so a
     load change on a shared machine hits all of them alike), the ratios, and peak memory."""
-    net, x, heat, target = setup()
+    net, x, heat, target = setup(model)
     model = torch_model(net)
     ref = run_minilrp(net, x, heat, target)
     np.testing.assert_allclose(run_torch(model, x, heat, target), ref, rtol=1e-4, atol=1e-3)
@@ -176,4 +177,4 @@ def main(rounds=3):
 
 if __name__ == "__main__":
     import sys
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3, *sys.argv[2:3])

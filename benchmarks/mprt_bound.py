@@ -1,0 +1,73 @@
+"""What the MPRT speed target of issue 17 asks of the hardware: the multiply-adds that
+cascading model-parameter randomisation of 100 images with every default method needs on the
+bundled LeNet CNN, and the time they take at the machine's sgemm peak (roofline.py), against
+Quantus' time measured in the same run (bench_sanity.py) and the target ratio 0.2.
+
+Counted as the least any engine must do: per explanation pass of an image, the forward's
+multiply-adds of every Conv2d and Dense layer and the same again for the input gradient (the
+transposed products; the first layer's included), nothing for pooling, ReLU, im2col or the
+similarities; LRP rules that need extra products (z+, gamma, alpha-beta) counted as one
+gradient. "With reuse": the forward of the layers below the lowest randomised layer computed
+once per input for all randomisation steps (they are unchanged there), the smallest cost any
+reuse across the cascade can reach.
+
+    MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912 \\
+    PYTHONPATH=.:benchmarks:tools ~/.cache/minilrp-reference-venv/bin/python benchmarks/mprt_bound.py [rounds]
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+
+import bench_sanity as bs
+from minilrp.engine.layers import Conv2d, Dense
+from minilrp.evaluate import sanity as S
+from roofline import sgemm_peak
+
+PASSES = {"input": 0, "sa": 1, "gradient": 1, "gradient_x_input": 1, "smoothgrad": 32, "integrated_gradients": 32}
+
+
+def macs(net):
+    """Multiply-adds per image of each layer's forward (0 for layers without weights)."""
+    out = []
+    for layer, shape in zip(net.layers, net.shapes):
+        w = getattr(layer, "weight", None)
+        k = math.prod(w.shape[1:]) if isinstance(layer, (Conv2d, Dense)) else 0
+        out.append(k * math.prod(shape))  # each output value: one product per weight it reads
+    return out
+
+
+def main(rounds=3):
+    net, model, x, t, explainers = bs.world()
+    per_layer = macs(net)
+    passes = sum(PASSES.get(m, 1) for m in bs.DEFAULT_METHODS) * len(x)  # LRP presets: one each
+    steps = S.randomization_steps(net, "cascading")
+    states = [()] + [layers for _, layers in steps]
+    full = passes * len(states) * 2 * sum(per_layer)
+    # with reuse: the original's forward whole, each randomised state's from its lowest randomised layer up
+    forward = sum(per_layer) + sum(sum(per_layer[min(layers):]) for layers in states[1:])
+    reuse = passes * (len(states) * sum(per_layer) + forward)
+    peak = sgemm_peak() * 1e9
+    bs.run_quantus(model, x, t, explainers)  # warm-up
+    quantus = statistics.median(_time(lambda: bs.run_quantus(model, x, t, explainers)) for _ in range(rounds))
+    print(f"{len(x)} images, {len(bs.DEFAULT_METHODS)} methods, {len(states)} states (original + "
+          f"{len(steps)} cascading steps), {passes // len(x)} explanation passes per image and state")
+    print(f"multiply-adds per image and pass: forward {sum(per_layer) / 1e6:.1f} M, with the input gradient "
+          f"{2 * sum(per_layer) / 1e6:.1f} M")
+    print(f"sgemm peak {peak / 1e9:.0f} GFLOP/s; Quantus MPRT median {quantus:.2f} s; target 0.2 x = {0.2 * quantus:.2f} s")
+    for name, n in (("every pass whole", full), ("with reuse of the unchanged forward", reuse)):
+        s = 2 * n / peak
+        print(f"  {name:38s} {2 * n / 1e12:.2f} TFLOP: {s:.2f} s at peak = {s / quantus:.3f} x Quantus; "
+              f"0.2 x Quantus needs {100 * s / (0.2 * quantus):.0f} % of peak sustained")
+
+
+def _time(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
