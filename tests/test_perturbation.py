@@ -449,3 +449,30 @@ def test_curves_of_the_bundled_models_equal_whole_forwards(model, name):
     want = np.mean([[net.forward(P.perturb(net, x, regions, order, k, name, seed=2, draw=d))[np.arange(5), t]
                      for k in range(regions.n_regions + 1)] for d in range(D)], axis=0).T
     np.testing.assert_allclose(curves, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_the_scorer_keeps_within_the_memory_budget(monkeypatch):
+    """The scorer keeps every layer's input for its images: net.memory_budget bounds how many
+    it takes at a time (here 2 images' forward), for the curves and the oracle alike, and the
+    results stay the same."""
+    from minilrp.fast import inference
+    net = minilrp.load_model("fmnist-cnn")
+    x = net.preprocess(minilrp.load_samples()[0][:5])
+    regions = P.grid(x.shape[2:], 7)
+    order = P.random_order(5, regions.n_regions, seed=1)
+    curves = P.perturbation_curves(net, x, regions, order, "uniform", n_draws=2)
+    oracle = P.oracle_scores(net, x, regions, "uniform", n_draws=2)
+    kept = []
+
+    class Counting(inference.Scorer):
+        def __init__(self, net, x):
+            kept.append(len(x))
+            super().__init__(net, x)
+
+    monkeypatch.setattr(inference, "Scorer", Counting)
+    sizes = [np.prod(s) for s in net.shapes]
+    net.memory_budget = 2 * 4 * (sum(sizes) + 2 * max(sizes))  # Network.chunks: 2 images per forward
+    scale = 1e-5 * np.abs(curves).max()  # float32, GEMMs of other sizes
+    np.testing.assert_allclose(P.perturbation_curves(net, x, regions, order, "uniform", n_draws=2), curves, atol=scale)
+    np.testing.assert_allclose(P.oracle_scores(net, x, regions, "uniform", n_draws=2), oracle, atol=scale)
+    assert kept and max(kept) <= 2

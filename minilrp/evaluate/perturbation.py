@@ -828,6 +828,7 @@ def _score_items(net, x, pert, t, score, seed, stream, D, index, img, draw, mask
     clean image (:class:`~minilrp.fast.inference.Scorer`). report(i) after each batch (i = last
     item done)."""
     out = np.empty(len(img))
+    batch_size = min(batch_size, net.chunks(max(1, len(img)))[0].stop)  # kept inputs of every layer: memory_budget
     for s in range(0, len(img), batch_size):
         sel = slice(s, s + batch_size)
         pairs, inverse = np.unique(img[sel] * D + draw[sel], return_inverse=True)
@@ -854,7 +855,8 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     The distorted images are built from each image's fills (one per draw, from the stream
     (seed, index[n], draw); index: the images' indices in their data set, default 0..N-1, so
     that parts of a data set get the draws of the whole), ``batch_size`` images (and draws) at a
-    time, step after step: memory is bounded by the batch size, not by N. Each step is scored by
+    time (fewer if ``net.memory_budget`` needs it), step after step: memory is bounded by the
+    batch size, not by N. Each step is scored by
     :class:`~minilrp.fast.inference.Scorer`, which recomputes only what the newly distorted
     region changes (the same logits as a whole forward, to rounding). A step whose region the fill leaves unchanged (a
     constant equal to the background on a blank region) repeats the previous step's score
@@ -887,8 +889,9 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     src = np.concatenate([np.zeros((N, 1, D), np.int64),
                           np.maximum.accumulate(np.where(new, steps_, 0), axis=1)], axis=1)
     total, chains = N * L * D, np.arange(N * D)
-    for s in range(0, N * D, batch_size):  # chains (image, draw), batch_size at a time, step by step
-        n, d = np.divmod(chains[s:s + batch_size], D)
+    group = min(batch_size, net.chunks(N * D)[0].stop)  # the scorer keeps every layer's input: memory_budget
+    for s in range(0, N * D, group):  # chains (image, draw), a group at a time, step by step
+        n, d = np.divmod(chains[s:s + group], D)
         fills = np.stack([pert.fill(x[i], _rng(seed, _FILL, index[i], j), index[i], j) for i, j in zip(n, d)])
         ranks = _pixel_ranks(labels[n], order[n, :L], R)
         scorer = inference.Scorer(net, x[n])  # each step's images differ from the last in one region
