@@ -2,12 +2,12 @@
 LRP EpsilonPlusFlat heatmaps) in images per second, measured in one run:
 
   today      one perturbation_curves call over all images (the API as it was), default threads
-  blocks     the runner's way: blocks of 50 images aligned to the image index, in one process,
+  blocks     the runner's way: blocks of 100 images aligned to the image index, in one process,
              with the default threads and with 1 thread (MINILRP_NUM_THREADS=1, OpenBLAS 1)
   2 plain    two 1-thread processes side by side, each on half the images (no Dask): the
              same cores and load as the cluster, so the cluster's overhead is cluster / this
   cluster    a Dask LocalCluster of 2 worker processes (1 thread each, as --scheduler local:2
-             starts them), shards of 250 images as tasks, the model loaded once per worker by a
+             starts them), shards of 500 images as tasks, the model loaded once per worker by a
              worker plugin, curves returned to the driver; per worker = total / 2
 
 The cluster's curves are checked equal, bit for bit, to the in-process blocks'. Then the peak
@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-N, BLOCK, SHARD, REGION = 1000, 50, 250, 4
+N, BLOCK, SHARD, REGION = 1000, 100, 500, 4
 ONE_THREAD = {"MINILRP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

@@ -81,8 +81,8 @@ def parse(argv=None):
     e.add_argument("--combined", choices=("minilrp", "study", "both", "none"), default="both",
                    help="SA+LRP combined orderings: minilrp's (a)-(d), the seed study's (a') and "
                         "(b), both (default), or none (Samek et al.'s methods alone)")
-    e.add_argument("--block-size", type=int, default=50,
-                   help="images explained and scored together (default 50): results depend on "
+    e.add_argument("--block-size", type=int, default=100,
+                   help="images explained and scored together (default 100): results depend on "
                         "it, never on the shards or workers")
     e.add_argument("--shard-size", type=int, default=500,
                    help="images per shard, a multiple of --block-size: the unit of work and of "

@@ -57,7 +57,7 @@ class Job:
     oracle_draws: int = 4
     score: str = "logit"
     batch_size: int = P.DEFAULT_BATCH
-    block_size: int = 50
+    block_size: int = 100
     maxpool_ties: str = "split"
     combined: list = field(default_factory=lambda: list(COMBOS))
     tie_key: object = None
