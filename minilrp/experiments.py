@@ -70,7 +70,8 @@ def parse(argv=None):
     e.add_argument("--score", choices=("logit", "probability"), default="logit",
                    help="class score tracked (default: the target logit)")
     e.add_argument("--batch-size", type=int, default=P.DEFAULT_BATCH,
-                   help=f"perturbed images per forward call: bounds the memory (default {P.DEFAULT_BATCH})")
+                   help=f"images (and noise draws) scored together, step after step: bounds the "
+                        f"memory (default {P.DEFAULT_BATCH})")
     e.add_argument("--maxpool-ties", choices=("split", "first"), default="split",
                    help="max-pool ties in every LRP preset: split evenly (default) or all to the "
                         "first maximum (as Zennit and PyTorch)")

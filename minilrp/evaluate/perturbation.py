@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import MinilrpError
 from ..fast import inference
 
-DEFAULT_BATCH = 512  # perturbed images per forward call: the memory bound of the scoring loop
+DEFAULT_BATCH = 512  # images (and draws) scored together, step after step: the memory bound of the scoring loop
 
 # stream tags of the seeded random number generators (one stream per purpose, image and draw)
 _FILL, _ORDER, _TIES, _ORACLE = 1, 2, 3, 4
