@@ -115,3 +115,15 @@ def test_scorer_on_random_networks(dtype):
             if k % 2:
                 x[rows] = new
             close(scorer.update(np.arange(6), x, keep=False), net.forward(x))
+
+
+def test_scorer_names_bad_rows():
+    net = minilrp.load_model("fmnist-cnn")
+    x = net.preprocess(minilrp.load_samples()[0][:4])
+    scorer = inference.Scorer(net, x)
+    for rows, keep in [([0, 4], True), ([-1, 0], True), ([1, 1], True), ([0.0, 1.0], True), ([0], True)]:
+        with pytest.raises(MinilrpError, match="rows must be 2 indices"):
+            scorer.update(rows, x[:2], keep=keep)
+    close(scorer.update([1, 1], x[:2], keep=False), net.forward(x[:2]))  # repeats: fine without keep
+    with pytest.raises(MinilrpError, match="empty|no images|batch"):
+        scorer.update([], x[:0])

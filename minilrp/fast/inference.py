@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine import kernels
+from ..errors import MinilrpError
 from ..engine.layers import Conv2d, Dense, MaxPool2d, ReLU
 
 BATCH = 512  # images per step: bounds the memory of a call whatever the number of images
@@ -125,8 +126,7 @@ class Scorer:
     FULL = 0.6  # a window above this fraction of a layer's output: recompute the layer whole
 
     def __init__(self, net, x):
-        self.net, self.plan, self.kept, self.ops = net, steps(net), [], []
-        a = net.check_input(x)
+        self.net, self.plan, self.kept, self.ops, a = net, steps(net), [], [], net.check_input(x)
         with np.errstate(over="ignore", invalid="ignore"), kernels.one_blas_thread():
             for step in self.plan:
                 ops = _geometry(step, a)
@@ -147,10 +147,12 @@ class Scorer:
         """Logits of new images x (n, C, H, W) for the kept images ``rows`` (n,); keep=False
         leaves the kept images as they were (rows may then repeat)."""
         rows, x = np.asarray(rows), self.net.check_input(x)
-        p = self.ops[0][0][2] if self.ops else 0
+        bad = rows.shape != (len(x),) or rows.dtype.kind not in "iu" or np.any((rows < 0) | (rows >= len(self.logits)))
+        if bad or keep and len(np.unique(rows)) < len(rows):
+            raise MinilrpError(f"rows must be {len(x)} indices of the {len(self.logits)} kept images (repeats: keep=False), got {rows!r}")
+        (H, W), p = x.shape[2:], self.ops[0][0][2] if self.ops else 0
         kept, at = (self.kept, rows) if keep else ([a[rows] for a in self.kept], np.arange(len(rows)))
         with np.errstate(over="ignore", invalid="ignore"), kernels.one_blas_thread():
-            H, W = x.shape[2:]
             changed = (x != kept[0][at, :, p:p + H, p:p + W]).any(axis=1)
             ys, xs = changed.any(axis=2), changed.any(axis=1)  # an unchanged image: an empty box
             box = [ys.argmax(1), np.where(ys.any(1), H - ys[:, ::-1].argmax(1), 0),
@@ -162,8 +164,7 @@ class Scorer:
 
     def _step(self, j, step, ops, kept, at, box):
         """Step j on the changed boxes (y0, y1, x0, x1) of images at; -> the next step's boxes."""
-        src, dst = kept[j], kept[j + 1]
-        q = self.ops[j + 1][0][2] if j + 1 < len(self.ops) else 0
+        src, dst, q = kept[j], kept[j + 1], self.ops[j + 1][0][2] if j + 1 < len(self.ops) else 0
         y0, y1, Ho = _affected(box[0], box[1], ops, src.shape[2] - 2 * ops[0][2])
         x0, x1, Wo = _affected(box[2], box[3], ops, src.shape[3] - 2 * ops[0][2])
         h, w = (y1 - y0).max(), (x1 - x0).max()
