@@ -102,7 +102,9 @@ def run_shards(client, job, ranges, on_result):
     futures = {client.submit(_run_shard, name, a, b, key=f"shard-{a}-{b}-{name}", pure=False): (a, b)
                for a, b in ranges}
     try:
-        for fut in as_completed(futures):
+        # on this client's loop: as_completed defaults to the current client's (a `with Client()`
+        # elsewhere in the process), and a future awaited on two loops fails when a worker dies
+        for fut in as_completed(futures, loop=client.loop):
             a, b = futures[fut]
             on_result(a, b, fut.result())
             fut.release()
