@@ -78,7 +78,8 @@ def change_regions(rng, x, n, size):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_scorer_follows_images_changing_region_by_region(model, dtype):
     """49 steps of a region perturbation: each step's logits equal a whole forward of the new
-    images (float32: bit for bit on these models, the windows' GEMMs round alike)."""
+    images (to float32 / float64 rounding: the windows' GEMMs are of other sizes; on this
+    machine's OpenBLAS float32 came out bit for bit, which no test relies on)."""
     rng = np.random.default_rng(0)
     net = minilrp.load_model(model, dtype=dtype)
     x = net.preprocess(minilrp.load_samples()[0][:30])
@@ -87,10 +88,7 @@ def test_scorer_follows_images_changing_region_by_region(model, dtype):
     for _ in range(49):
         rows, new = change_regions(rng, x, 20, 4)
         x[rows] = new
-        got = scorer.update(rows, new)
-        if dtype == np.float32:
-            np.testing.assert_array_equal(got, net.forward(new))
-        close(got, net.forward(new))
+        close(scorer.update(rows, new), net.forward(new))
     close(scorer.update(np.arange(30), x), net.forward(x))  # nothing changed: the kept logits
 
 
