@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-import time
 
 import bench_sanity as bs
 from minilrp.engine.layers import Conv2d, Dense
 from minilrp.evaluate import sanity as S
 from roofline import sgemm_peak
+from timing import timings
 
 COPIES = {"smoothgrad": 32, "integrated_gradients": 32}  # inputs per image besides the image
 GRADIENT = {"sa", "gradient", "gradient_x_input"}  # one gradient of the image between them
@@ -56,8 +56,7 @@ def main(rounds=3):
     forward = sum(per_layer) + sum(sum(per_layer[min(layers):]) for layers in states[1:])
     reuse = inputs * forward + len(states) * backwards * sum(per_layer)
     peak = sgemm_peak() * 1e9
-    bs.run_quantus(model, x, t, explainers)  # warm-up
-    quantus = statistics.median(_time(lambda: bs.run_quantus(model, x, t, explainers)) for _ in range(rounds))
+    quantus = statistics.median(timings(lambda: bs.run_quantus(model, x, t, explainers), rounds))
     print(f"{len(x)} images, {len(methods)} methods, {len(states)} states (original + {len(steps)} cascading "
           f"steps); per image and state {inputs // len(x)} forwards and {backwards // len(x)} backwards of "
           f"{sum(per_layer) / 1e6:.1f} M multiply-adds each")
@@ -66,12 +65,6 @@ def main(rounds=3):
         s = 2 * n / peak
         print(f"  {name:38s} {2 * n / 1e12:.2f} TFLOP: {s:.2f} s at peak = {s / quantus:.3f} x Quantus; "
               f"0.2 x Quantus needs {100 * s / (0.2 * quantus):.0f} % of peak sustained")
-
-
-def _time(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

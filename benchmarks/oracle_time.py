@@ -7,19 +7,17 @@ PYTHONPATH points at, so two checkouts compare in one session (the scorer's gain
 """
 import statistics
 import sys
-import time
 
 import minilrp
 from minilrp import perturbation as P
+from timing import timings
 
 net = minilrp.load_model(sys.argv[1] if len(sys.argv) > 1 else "fmnist-cnn")
 x = net.preprocess(minilrp.load_samples()[0][:200])
 regions = P.grid(x.shape[2:], 4)
 P.oracle_scores(net, x[:5], regions, "uniform", n_draws=1)  # warm-up (numba compile)
-times = []
-for _ in range(3):
-    t0 = time.perf_counter()
-    scores = P.oracle_scores(net, x, regions, "uniform", n_draws=4)
-    times.append(time.perf_counter() - t0)
+runs = []
+times = timings(lambda: runs.append(P.oracle_scores(net, x, regions, "uniform", n_draws=4)), 3, warmup=0)
+scores = runs[-1]
 print(f"{minilrp.__file__}: {net.name} oracle of 200 images x 49 regions x 4 draws: median {statistics.median(times):.2f} s "
       f"({', '.join(f'{t:.2f}' for t in times)}); scores[0, :3] = {scores[0, :3]}")

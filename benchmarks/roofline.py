@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import time
 
 import numpy as np
 
@@ -22,17 +21,13 @@ from minilrp import load_model, load_samples
 from minilrp.engine import kernels
 from minilrp.engine.layers import Conv2d, Dense
 from minilrp.fast import inference
+from timing import timings
 
 MODELS = ("fmnist-mlp", "fmnist-cnn", "fmnist-vgg")
 
 
 def best(fn, rounds):
-    fn()
-    ts = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
+    ts = timings(fn, rounds)
     return statistics.median(ts), min(ts)
 
 

@@ -10,12 +10,12 @@ S * w+ back from the non-zeros. Both are checked against minilrp's dense GEMM pa
 against it (10th percentile / median), at batch 1 and 1000. Not part of minilrp: the dense
 GEMMs won (BENCHMARKS.md).
 """
-import time
 
 import numpy as np
 from numba import njit
 
 from minilrp import load_model, load_samples
+from timing import timings
 
 
 @njit(nogil=True, boundscheck=False)
@@ -56,13 +56,7 @@ def scatter(S, w_cl, stride, out_cl):
 
 
 def timing(f, rounds):
-    for _ in range(3):
-        f()
-    ts = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
+    ts = timings(f, rounds, warmup=3)
     return f"{np.percentile(ts, 10) * 1e3:.3f} / {np.median(ts) * 1e3:.3f} ms"
 
 

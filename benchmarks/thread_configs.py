@@ -24,9 +24,9 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 import numpy as np
+from timing import timings
 
 CONFIGS = {"defaults": {}, "MINILRP_NUM_THREADS=1": {"MINILRP_NUM_THREADS": "1"},
            "OPENBLAS_NUM_THREADS=1": {"OPENBLAS_NUM_THREADS": "1"},
@@ -34,13 +34,7 @@ CONFIGS = {"defaults": {}, "MINILRP_NUM_THREADS=1": {"MINILRP_NUM_THREADS": "1"}
 
 
 def median_ms(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
+    return statistics.median(timings(fn, reps)) * 1e3
 
 
 def child():
