@@ -60,11 +60,9 @@ def forward_with(layer, a, W):
     prod = np.empty((N, len(W2)) + out.shape[2:], a.dtype)
 
     def both(n0, m, cols):
-        kernels.gemm_into(w.reshape(len(w), -1), cols, out.reshape(N, len(w), -1), n0, m)
+        kernels.gemm_into(w.reshape(len(w), -1), cols, out.reshape(N, len(w), -1), n0, m, layer.bias)
         kernels.gemm_into(W2, cols, prod.reshape(N, len(W2), -1), n0, m)
     kernels.conv_chunks(a, layer.kernel_size, layer.stride, layer.padding, both)
-    if layer.bias is not None:
-        out += layer.bias.reshape(-1, 1, 1)
     return out, prod
 
 
