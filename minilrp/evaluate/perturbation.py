@@ -821,6 +821,12 @@ def _changed_regions(pert, x, labels, R, seed, stream, D, index):
     return changed
 
 
+def _scorer_batch(net, n, batch_size):
+    """Images a Scorer takes at a time: batch_size, fewer if net.memory_budget needs it (the
+    scorer keeps every layer's input, as a forward of that many images holds them)."""
+    return min(batch_size, net.chunks(max(1, n))[0].stop)
+
+
 def _score_items(net, x, pert, t, score, seed, stream, D, index, img, draw, masks, batch_size, report):
     """Scores of the distorted images of items i: image img[i], fill draw draw[i], mask
     masks(selection) -> (B, H, W); in batches of batch_size, each batch's fills drawn from the
@@ -828,7 +834,7 @@ def _score_items(net, x, pert, t, score, seed, stream, D, index, img, draw, mask
     clean image (:class:`~minilrp.fast.inference.Scorer`). report(i) after each batch (i = last
     item done)."""
     out = np.empty(len(img))
-    batch_size = min(batch_size, net.chunks(max(1, len(img)))[0].stop)  # kept inputs of every layer: memory_budget
+    batch_size = _scorer_batch(net, len(img), batch_size)
     for s in range(0, len(img), batch_size):
         sel = slice(s, s + batch_size)
         pairs, inverse = np.unique(img[sel] * D + draw[sel], return_inverse=True)
@@ -889,7 +895,7 @@ def perturbation_curves(net, x, regions: Regions, order, perturbation="uniform",
     src = np.concatenate([np.zeros((N, 1, D), np.int64),
                           np.maximum.accumulate(np.where(new, steps_, 0), axis=1)], axis=1)
     total, chains = N * L * D, np.arange(N * D)
-    group = min(batch_size, net.chunks(N * D)[0].stop)  # the scorer keeps every layer's input: memory_budget
+    group = _scorer_batch(net, N * D, batch_size)
     for s in range(0, N * D, group):  # chains (image, draw), a group at a time, step by step
         n, d = np.divmod(chains[s:s + group], D)
         fills = np.stack([pert.fill(x[i], _rng(seed, _FILL, index[i], j), index[i], j) for i, j in zip(n, d)])
