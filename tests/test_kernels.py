@@ -180,3 +180,37 @@ def test_threaded_split_equals_single_thread(rng, monkeypatch):
     np.testing.assert_array_equal(single[1], split[1])
     np.testing.assert_array_equal(single[2][0], split[2][0])
     np.testing.assert_array_equal(single[2][1], split[2][1])
+
+
+def test_maxpool_route_overwrites_the_planes_it_owns(rng):
+    """maxpool_backward's output comes from np.empty: the routing kernel zeroes each plane it
+    owns, so whatever the memory held never reaches the gradient."""
+    x = rng.standard_normal((2, 3, 8, 8))
+    out, arg = k.maxpool_forward(x, 2, 2)
+    g = rng.standard_normal(out.shape)
+    res = np.full((6, 8, 8), np.nan)
+    k._maxpool_route(arg.reshape(6, 4, 4), g.reshape(6, 4, 4), 2, 2, res, 0, 1, 0, 6)
+    ref = np.zeros_like(x)
+    for idx in np.ndindex(*out.shape):
+        n, c, oy, ox = idx
+        i, j = divmod(int(arg[idx]), 2)
+        ref[n, c, 2 * oy + i, 2 * ox + j] = g[idx]
+    np.testing.assert_array_equal(res.reshape(x.shape), ref)
+
+
+@pytest.mark.parametrize("size", [1, 1000, 10_007])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_in_pieces_equals_whole_arrays(size, dtype, rng, monkeypatch):
+    """Pieces (uneven, shared by three threads) give exactly f of the whole arrays, in the
+    first array's dtype; a non-contiguous input is read in its logical order."""
+    monkeypatch.setattr(k, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(k, "ELEMENTWISE_PIECE", 97)
+    monkeypatch.setattr(k, "THREADS", 3)
+    a = rng.standard_normal((size, 2)).astype(dtype).T  # (2, size), not C-contiguous
+    g = rng.standard_normal((2, size)).astype(dtype)
+    g[0, 0] = np.nan  # NaN * 0 stays NaN, as in NumPy
+    relu = k.elementwise(lambda a, out: np.maximum(a, 0, out=out), a)
+    grad = k.elementwise(lambda g, a, out: np.multiply(g, a > 0, out=out), g, a)
+    assert relu.dtype == grad.dtype == dtype and relu.shape == grad.shape == (2, size)
+    np.testing.assert_array_equal(relu, np.maximum(a, 0))
+    np.testing.assert_array_equal(grad, g * (a > 0))

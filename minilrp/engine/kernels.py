@@ -4,10 +4,10 @@ Convolution is BLAS-shaped: ``im2col`` gathers every receptive field of a chunk 
 into the columns of a matrix ``cols`` (C*K*K, nb*Ho*Wo), one sgemm multiplies it by the
 weights (Co, C*K*K), and the transposed convolution (the input gradient, also the relevance
 pass of every LRP rule) multiplies by the transposed weights and scatters back with
-``col2im``. Chunks of images keep ``cols`` a few MB, so it stays in cache and the batch
-size never multiplies the scratch memory. Average pooling reuses the same two kernels on the
-(N*C) planes as one-channel images (windows as columns); max pooling has its own (forward
-max and argmax in one pass, gradient routing). The LRP-only kernels (fused ratios, tie-split
+``col2im``. Chunks of images keep ``cols`` within a core's L2 cache, so the batch size never
+multiplies the scratch memory; each image's GEMM writes its own output in place. Average
+pooling reuses the same two kernels on the (N*C) planes as one-channel images (windows as
+columns); max pooling has its own (forward max and argmax in one pass, gradient routing). The LRP-only kernels (fused ratios, tie-split
 max-pool relevance) belong to the fast path, minilrp/fast/kernels.py.
 
 Why it looks like this (each choice measured when it was made; the commit messages say how):
@@ -21,6 +21,8 @@ Why it looks like this (each choice measured when it was made; the commit messag
   than one thread, and the numbers never depend on the thread count (OpenBLAS's do, for some
   shapes: it changes kernels with its thread count);
 - small calls stay on one thread: a parallel launch costs more than it saves;
+- element-wise work (ReLU and its gradient) is memory-bound, and two cores move about twice
+  the bytes of one, so it too is cut into pieces (:func:`elementwise`);
 - no scratch memory outlives a call: every buffer belongs to the call that made it, so
   networks in different threads never share one (BENCHMARKS.md has what that costs).
 
@@ -39,11 +41,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-# Budget for one chunk of im2col columns (bytes): a few MB stay in the last-level cache.
-COLS_BUDGET = 8 << 20
+# Budget for one chunk of im2col columns (bytes): they stay in a core's L2 cache (2 MB here)
+# while the GEMM reads them.
+COLS_BUDGET = 2 << 20
 # Below this many elements a kernel runs on the calling thread only: handing work to the
 # pool costs about as much as an im2col of this size.
 PARALLEL_MIN_WORK = 1 << 19
+# Elements in one piece of element-wise work (:func:`elementwise`): its temporaries stay in L2.
+ELEMENTWISE_PIECE = 1 << 18
 # A GEMM that is not already one piece of a larger split is cut into this many pieces, each
 # of at least GEMM_MIN_FLOP: enough for the threads to share, never decided by their number.
 GEMM_PIECES, GEMM_MIN_FLOP = 4, 1 << 25
@@ -91,6 +96,18 @@ def each(n, work, scratch=None):
         for f in futures:
             if not f.cancel():
                 f.result()
+
+
+def elementwise(f, *arrays):
+    """f(*pieces, out=piece of the result) over pieces of arrays of one shape, which the threads
+    share: element-wise work is memory-bound, and two cores move about twice the bytes of one.
+    Pieces of ELEMENTWISE_PIECE elements keep f's temporaries in cache. The result is like arrays[0]."""
+    out = np.empty_like(arrays[0], order="C")
+    flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays] + [out.reshape(-1)]
+    n = -(-out.size // ELEMENTWISE_PIECE) if out.size >= PARALLEL_MIN_WORK else 1
+    edges = [out.size * i // n for i in range(n + 1)]
+    each(n, lambda i, _: f(*(a[edges[i]:edges[i + 1]] for a in flat[:-1]), out=flat[-1][edges[i]:edges[i + 1]]))
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -229,10 +246,12 @@ def _maxpool(x, K, stride, out, arg, c_lo, c_hi, b_lo, b_hi):
 
 @njit(cache=True, nogil=True, boundscheck=False)
 def _maxpool_route(arg, R, K, stride, res, c_lo, c_hi, b_lo, b_hi):
-    """Max-pool gradient for planes p in [b_lo, b_hi): res[p] += R[p, oy, ox] at the window's
-    argmax ``arg`` (offset i*K+j); overlapping windows accumulate. res must be zeroed."""
+    """Max-pool gradient for planes p in [b_lo, b_hi): res[p] = the sum of R[p, oy, ox] routed
+    to each window's argmax ``arg`` (offset i*K+j); overlapping windows accumulate. The plane is
+    zeroed here, piece by piece, not by the caller: a pass over memory less."""
     Ho, Wo = R.shape[1], R.shape[2]
     for p in range(b_lo, b_hi):
+        res[p] = 0
         for oy in range(Ho):
             for ox in range(Wo):
                 k = arg[p, oy, ox]
@@ -264,10 +283,7 @@ def col2im(cols, n0, nb, K, stride, pad, Ho, Wo, out):
     """Scatter-add columns back into images n0..n0+nb of out (N, C, H, W), the adjoint of
     :func:`im2col`; overlapping windows accumulate."""
     C, H, W = out.shape[1:]
-    if pad == 0:  # accumulate in place
-        outp = out[n0:n0 + nb]
-    else:
-        outp = np.zeros((nb, C, H + 2 * pad, W + 2 * pad), out.dtype)
+    outp = out[n0:n0 + nb] if pad == 0 else np.zeros((nb, C, H + 2 * pad, W + 2 * pad), out.dtype)
     _split(_col2im, (cols.reshape(C, K, K, nb, Ho, Wo), stride, outp), C, nb, cols.size)
     if pad:
         out[n0:n0 + nb] += outp[:, :, pad:pad + H, pad:pad + W]
@@ -278,10 +294,9 @@ def im2col_ref(x, n0, nb, K, stride, pad, Ho, Wo, cols):
     C = x.shape[1]
     xp = np.pad(x[n0:n0 + nb], ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     view = cols.reshape(C, K, K, nb, Ho, Wo)
-    for i in range(K):
-        for j in range(K):
-            win = xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride]
-            view[:, i, j] = win.transpose(1, 0, 2, 3)
+    for i, j in np.ndindex(K, K):
+        win = xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride]
+        view[:, i, j] = win.transpose(1, 0, 2, 3)
 
 
 def col2im_ref(cols, n0, nb, K, stride, pad, Ho, Wo, out):
@@ -289,10 +304,9 @@ def col2im_ref(cols, n0, nb, K, stride, pad, Ho, Wo, out):
     C, H, W = out.shape[1:]
     xp = np.zeros((nb, C, H + 2 * pad, W + 2 * pad), out.dtype)
     view = cols.reshape(C, K, K, nb, Ho, Wo)
-    for i in range(K):
-        for j in range(K):
-            xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride] += \
-                view[:, i, j].transpose(1, 0, 2, 3)
+    for i, j in np.ndindex(K, K):
+        xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride] += \
+            view[:, i, j].transpose(1, 0, 2, 3)
     out[n0:n0 + nb] += xp[:, :, pad:pad + H, pad:pad + W]
 
 
@@ -338,21 +352,21 @@ def matmul(a, b, out=None):
 
 
 def gemm_into(w2, cols, out, n0, m, b=None):
-    """out[n0:n0+m] = w2 @ cols (+ b per row), reordered from (Co, m*L) to images first; out
-    (N, Co, L). The bias is added in the pass that reorders (one pass over the output less)."""
-    z = matmul(w2, cols, out[n0] if m == 1 else None)  # one image: the GEMM writes the output
-    z = z.reshape(len(w2), m, -1).transpose(1, 0, 2)
+    """out[n0:n0+m] = w2 @ cols (+ b per row); out (N, Co, L). One GEMM per image, reading its
+    columns in place and writing its output where it belongs: no pass to reorder the output."""
+    o = out[n0:n0 + m]
+    if m == 1:  # one image: its GEMM may be split across the threads
+        matmul(w2, cols, o[0])
+    else:
+        np.matmul(w2, cols.reshape(len(cols), m, -1).transpose(1, 0, 2), out=o)
     if b is not None:
-        np.add(z, b[:, None], out=out[n0:n0 + m])
-    elif m > 1:
-        out[n0:n0 + m] = z
+        o += b[:, None]
 
 
 def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
     """Cross-correlation as PyTorch's conv2d: out[n,o] = sum_c x[n,c] (*) w[o,c] + b[o].
     x: (N, C, H, W); w: (Co, C, K, K); b: (Co,) or None -> (N, Co, Ho, Wo)."""
-    N, C, H, W = x.shape
-    Co, _, K, _ = w.shape
+    (N, C, H, W), (Co, _, K, _) = x.shape, w.shape
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
     out = np.empty((N, Co, Ho, Wo), x.dtype)
     with one_blas_thread():
@@ -368,8 +382,7 @@ def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=col2im):
     g: (N, Co, Ho, Wo); w: (Co, C, K, K); in_hw: (H, W) of the input -> (N, C, H, W).
     Input rows/columns no window reaches (stride remainder) get zero.
     """
-    N, Co, Ho, Wo = g.shape
-    _, C, K, _ = w.shape
+    (N, Co, Ho, Wo), (_, C, K, _) = g.shape, w.shape
     H, W = in_hw
     L, CKK = Ho * Wo, C * K * K
     wT = w.reshape(Co, CKK).T
@@ -389,15 +402,13 @@ def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=col2im):
 
 def conv2d_ref(x, w, b, stride=1, pad=0):
     """Plain NumPy twin of :func:`conv2d`: one tensordot per kernel offset."""
-    N, C, H, W = x.shape
-    Co, _, K, _ = w.shape
+    (N, C, H, W), (Co, _, K, _) = x.shape, w.shape
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     out = np.zeros((N, Co, Ho, Wo), x.dtype)
-    for i in range(K):
-        for j in range(K):
-            win = xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride]
-            out += np.einsum("nchw,oc->nohw", win, w[:, :, i, j])
+    for i, j in np.ndindex(K, K):
+        win = xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride]
+        out += np.einsum("nchw,oc->nohw", win, w[:, :, i, j])
     if b is not None:
         out += b[None, :, None, None]
     return out
@@ -405,14 +416,12 @@ def conv2d_ref(x, w, b, stride=1, pad=0):
 
 def conv2d_transpose_ref(g, w, stride, pad, in_hw):
     """Plain NumPy twin of :func:`conv2d_transpose`."""
-    N, Co, Ho, Wo = g.shape
-    _, C, K, _ = w.shape
+    (N, Co, Ho, Wo), (_, C, K, _) = g.shape, w.shape
     H, W = in_hw
     xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad), g.dtype)
-    for i in range(K):
-        for j in range(K):
-            xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride] += \
-                np.einsum("nohw,oc->nchw", g, w[:, :, i, j])
+    for i, j in np.ndindex(K, K):
+        xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride] += \
+            np.einsum("nohw,oc->nchw", g, w[:, :, i, j])
     return np.ascontiguousarray(xp[:, :, pad:pad + H, pad:pad + W])
 
 
@@ -461,7 +470,7 @@ def maxpool_backward(g, arg, K, stride, in_shape):
     windows accumulate. -> in_shape."""
     N, C, H, W = in_shape
     planes = (N * C,) + g.shape[2:]
-    res = np.zeros((N * C, H, W), g.dtype)
+    res = np.empty((N * C, H, W), g.dtype)
     _split(_maxpool_route, (np.ascontiguousarray(arg).reshape(planes), np.ascontiguousarray(g).reshape(planes),
                             K, stride, res), 1, N * C, res.size)
     return res.reshape(in_shape)
