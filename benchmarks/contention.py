@@ -1,9 +1,11 @@
 """Speed on a busy machine: the same-run ratios against PyTorch, idle and under a fixed
 background load that this script starts and stops itself (LOAD busy pure-Python processes,
 ``while True: pass``, default 2 on this 2-core machine), on the bundled LeNet CNN, 1000
-Fashion-MNIST images: forward, SA gradient, LRP EpsilonPlusFlat, MoRF curves (4x4 regions,
-49 steps), minilrp with its defaults and with one thread, against torch (2 threads), autograd,
-Zennit and the hand-batched PyTorch curve loop of bench_perturbation.py.
+Fashion-MNIST images: forward (``Network.forward``, which keeps every layer's cache, and the
+inference forward of minilrp/fast/inference.py, which keeps none, as torch's inference_mode),
+SA gradient, LRP EpsilonPlusFlat, MoRF curves (4x4 regions, 49 steps), minilrp with its
+defaults and with one thread, against torch (2 threads), autograd, Zennit and the
+hand-batched PyTorch curve loop of bench_perturbation.py.
 
 Every round runs every (case, implementation) once, in an order that rotates from round to
 round, so all see the same machine phases; the table gives medians over the rounds, the
@@ -26,6 +28,7 @@ import torch
 import bench_perturbation as bp
 from bench_lrp import autograd_runner, zennit_runner
 from minilrp.engine import kernels
+from minilrp.fast import inference
 from peers import to_torch
 
 
@@ -40,6 +43,8 @@ def cases():
             return model(tx)
     return {
         "LeNet forward, batch 1000": (lambda: net.forward(x), forward_peer, "torch"),
+        # what torch's inference_mode forward computes: the logits, no caches kept
+        "LeNet inference forward, batch 1000": (lambda: inference.logits(net, x), forward_peer, "torch"),
         "SA gradient, batch 1000": (lambda: net.gradient(x), grad_peer, "autograd"),
         "LRP EpsilonPlusFlat, batch 1000": (lambda: net.relevance(x, "EpsilonPlusFlat"), lrp_peer, "zennit"),
         "MoRF curves, 1000 images x 49 steps": (lambda: bp.run_minilrp(net, x, heat, target),

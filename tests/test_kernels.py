@@ -200,12 +200,14 @@ def test_maxpool_route_overwrites_the_planes_it_owns(rng):
 
 @pytest.mark.parametrize("size", [1, 1000, 10_007])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_elementwise_in_pieces_equals_whole_arrays(size, dtype, rng, monkeypatch):
-    """Pieces (uneven, shared by three threads) give exactly f of the whole arrays, in the
-    first array's dtype; a non-contiguous input is read in its logical order."""
-    monkeypatch.setattr(k, "PARALLEL_MIN_WORK", 0)
-    monkeypatch.setattr(k, "ELEMENTWISE_PIECE", 97)
-    monkeypatch.setattr(k, "THREADS", 3)
+@pytest.mark.parametrize("pieces", [True, False])
+def test_elementwise_in_pieces_equals_whole_arrays(size, dtype, pieces, rng, monkeypatch):
+    """Pieces (uneven, shared by three threads) or one call give exactly f of the whole
+    arrays, in the first array's dtype; a non-contiguous input is read in its logical order."""
+    if pieces:
+        monkeypatch.setattr(k, "PARALLEL_MIN_WORK", 0)
+        monkeypatch.setattr(k, "ELEMENTWISE_PIECE", 97)
+        monkeypatch.setattr(k, "THREADS", 3)
     a = rng.standard_normal((size, 2)).astype(dtype).T  # (2, size), not C-contiguous
     g = rng.standard_normal((2, size)).astype(dtype)
     g[0, 0] = np.nan  # NaN * 0 stays NaN, as in NumPy

@@ -99,12 +99,15 @@ def each(n, work, scratch=None):
 
 
 def elementwise(f, *arrays):
-    """f(*pieces, out=piece of the result) over pieces of arrays of one shape, which the threads
-    share: element-wise work is memory-bound, and two cores move about twice the bytes of one.
-    Pieces of ELEMENTWISE_PIECE elements keep f's temporaries in cache. The result is like arrays[0]."""
+    """f(*arrays, out=result) for a NumPy ufunc call f (it returns out) on arrays of one shape,
+    computed in pieces the threads share: element-wise work is memory-bound, and two cores move
+    about twice the bytes of one. Pieces of ELEMENTWISE_PIECE elements keep f's temporaries in
+    cache. The result is like arrays[0]."""
     out = np.empty_like(arrays[0], order="C")
-    flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays] + [out.reshape(-1)]
-    n = -(-out.size // ELEMENTWISE_PIECE) if out.size >= PARALLEL_MIN_WORK else 1
+    if out.size < PARALLEL_MIN_WORK:  # small: one call, no pieces
+        return f(*arrays, out=out)
+    flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays + (out,)]
+    n = -(-out.size // ELEMENTWISE_PIECE)
     edges = [out.size * i // n for i in range(n + 1)]
     each(n, lambda i, _: f(*(a[edges[i]:edges[i + 1]] for a in flat[:-1]), out=flat[-1][edges[i]:edges[i + 1]]))
     return out
@@ -342,7 +345,9 @@ def matmul(a, b, out=None):
     (M, K), P = a.shape, b.shape[1]
     out = np.empty((M, P), np.result_type(a, b)) if out is None else out
     n = int(min(GEMM_PIECES, max(1, 2 * M * K * P // GEMM_MIN_FLOP)))
-    if P >= 256 * n:  # column blocks, multiples of 64 wide
+    if n == 1:  # one piece: no hand-over to the pool
+        np.matmul(a, b, out=out)
+    elif P >= 256 * n:  # column blocks, multiples of 64 wide
         edges = [min(P, (P * i // n + 63) // 64 * 64) for i in range(n)] + [P]
         each(n, lambda i, _: np.matmul(a, b[:, edges[i]:edges[i + 1]], out=out[:, edges[i]:edges[i + 1]]))
     else:
@@ -382,8 +387,7 @@ def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=col2im):
     g: (N, Co, Ho, Wo); w: (Co, C, K, K); in_hw: (H, W) of the input -> (N, C, H, W).
     Input rows/columns no window reaches (stride remainder) get zero.
     """
-    (N, Co, Ho, Wo), (_, C, K, _) = g.shape, w.shape
-    H, W = in_hw
+    (N, Co, Ho, Wo), (_, C, K, _), (H, W) = g.shape, w.shape, in_hw
     L, CKK = Ho * Wo, C * K * K
     wT = w.reshape(Co, CKK).T
     out = np.zeros((N, C, H, W), g.dtype)
@@ -416,8 +420,7 @@ def conv2d_ref(x, w, b, stride=1, pad=0):
 
 def conv2d_transpose_ref(g, w, stride, pad, in_hw):
     """Plain NumPy twin of :func:`conv2d_transpose`."""
-    (N, Co, Ho, Wo), (_, C, K, _) = g.shape, w.shape
-    H, W = in_hw
+    (N, Co, Ho, Wo), (_, C, K, _), (H, W) = g.shape, w.shape, in_hw
     xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad), g.dtype)
     for i, j in np.ndindex(K, K):
         xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride] += \
