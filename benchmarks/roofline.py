@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import time
 
 import numpy as np
 
@@ -49,6 +50,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     peak = sgemm_peak()
+    time.sleep(1)  # OpenBLAS's threads spin for a while after its multi-threaded GEMM: let them park
     print(f"sgemm peak (2048^3 float32, numpy's BLAS on all cores): {peak:.1f} GFLOP/s; batch {args.batch}, "
           f"{kernels.THREADS} minilrp threads, medians of {args.rounds}\n")
     for name in MODELS:
