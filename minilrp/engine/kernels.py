@@ -99,13 +99,13 @@ def each(n, work, scratch=None):
 
 
 def elementwise(f, *arrays):
-    """f(*arrays, out=result) for a NumPy ufunc call f (it returns out) on arrays of one shape,
-    computed in pieces the threads share: element-wise work is memory-bound, and two cores move
-    about twice the bytes of one. Pieces of ELEMENTWISE_PIECE elements keep f's temporaries in
-    cache. The result is like arrays[0]."""
+    """f(*arrays, out=result) for a NumPy ufunc call f (it returns its result, of arrays[0]'s
+    dtype) on arrays of one shape, in pieces the threads share: element-wise work is
+    memory-bound, and two cores move about twice the bytes of one. Pieces of ELEMENTWISE_PIECE
+    elements keep f's temporaries in cache."""
+    if arrays[0].size < PARALLEL_MIN_WORK:  # small: one call, no pieces
+        return f(*arrays, out=None)
     out = np.empty_like(arrays[0], order="C")
-    if out.size < PARALLEL_MIN_WORK:  # small: one call, no pieces
-        return f(*arrays, out=out)
     flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays + (out,)]
     n = -(-out.size // ELEMENTWISE_PIECE)
     edges = [out.size * i // n for i in range(n + 1)]
@@ -343,11 +343,11 @@ def matmul(a, b, out=None):
     """a @ b for a (M, K), b (K, P) -> out (M, P), in up to GEMM_PIECES pieces of at least
     GEMM_MIN_FLOP each: blocks of columns, or of rows when there are few columns."""
     (M, K), P = a.shape, b.shape[1]
-    out = np.empty((M, P), np.result_type(a, b)) if out is None else out
     n = int(min(GEMM_PIECES, max(1, 2 * M * K * P // GEMM_MIN_FLOP)))
     if n == 1:  # one piece: no hand-over to the pool
-        np.matmul(a, b, out=out)
-    elif P >= 256 * n:  # column blocks, multiples of 64 wide
+        return np.matmul(a, b, out=out)
+    out = np.empty((M, P), np.result_type(a, b)) if out is None else out
+    if P >= 256 * n:  # column blocks, multiples of 64 wide
         edges = [min(P, (P * i // n + 63) // 64 * 64) for i in range(n)] + [P]
         each(n, lambda i, _: np.matmul(a, b[:, edges[i]:edges[i + 1]], out=out[:, edges[i]:edges[i + 1]]))
     else:
