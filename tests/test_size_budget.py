@@ -19,7 +19,7 @@ CORE = ["engine/layers.py", "engine/network.py", "explain/rules.py", "explain/co
 BUDGETS = {  # part: (files, code lines at most)
     "readable core": (CORE, 1000),
     "fast path": (sorted(str(p.relative_to(PACKAGE)) for p in (PACKAGE / "fast").glob("*.py")), 550),
-    "engine kernels": (["engine/kernels.py"], 300),
+    "engine kernels": (["engine/kernels.py"], 310),  # 300 until the element-wise pieces and the GEMM layout choice
 }
 RULE_LINES = 25  # a reference rule's relevance method, at most
 

@@ -47,6 +47,8 @@ COLS_BUDGET = 2 << 20
 # Below this many elements a kernel runs on the calling thread only: handing work to the
 # pool costs about as much as an im2col of this size.
 PARALLEL_MIN_WORK = 1 << 19
+# Rows of im2col columns (C*K*K) from which a chunk's images share one GEMM (gemm_into).
+STACK_MIN_K = 256
 # Elements in one piece of element-wise work (:func:`elementwise`): its temporaries stay in L2.
 ELEMENTWISE_PIECE = 1 << 18
 # A GEMM that is not already one piece of a larger split is cut into this many pieces, each
@@ -357,13 +359,18 @@ def matmul(a, b, out=None):
 
 
 def gemm_into(w2, cols, out, n0, m, b=None):
-    """out[n0:n0+m] = w2 @ cols (+ b per row); out (N, Co, L). One GEMM per image, reading its
-    columns in place and writing its output where it belongs: no pass to reorder the output."""
+    """out[n0:n0+m] = w2 @ cols (+ b per row); out (N, Co, L). A cheap GEMM (fewer than
+    STACK_MIN_K rows of cols: memory-bound) runs once per image, each writing its output where
+    it belongs; a costlier one runs once for the chunk, on its wider matrix where sgemm is
+    faster, and a pass reorders the (Co, m*L) result to images first, adding the bias."""
     o = out[n0:n0 + m]
     if m == 1:  # one image: its GEMM may be split across the threads
         matmul(w2, cols, o[0])
-    else:
+    elif len(cols) < STACK_MIN_K:
         np.matmul(w2, cols.reshape(len(cols), m, -1).transpose(1, 0, 2), out=o)
+    else:
+        z = matmul(w2, cols).reshape(len(w2), m, -1).transpose(1, 0, 2)
+        return np.copyto(o, z) if b is None else np.add(z, b[:, None], out=o)
     if b is not None:
         o += b[:, None]
 
@@ -482,8 +489,7 @@ def maxpool_backward(g, arg, K, stride, in_shape):
 def pool2d(x, k, stride, pad):
     """Depthwise pooling with kernel k (K, K): out = sum_ij k[i,j] x[.., oy*s+i-p, ox*s+j-p],
     zero padded. Average pooling is k = 1/K^2 (PyTorch's count_include_pad=True)."""
-    N, C, H, W = x.shape
-    K = k.shape[0]
+    (N, C, H, W), K = x.shape, k.shape[0]
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
     return (k.reshape(1, -1).astype(x.dtype) @ windows(x, K, stride, pad)).reshape(N, C, Ho, Wo)
 
