@@ -128,6 +128,7 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch, dtype):
     # pieces are fixed by the shapes, never by how many threads take them (OpenBLAS's own
     # threading changes its kernels, and so its rounding, with its thread count)
     monkeypatch.setattr(kernels, "COLS_BUDGET", 1 << 18)  # several chunks at this batch
+    monkeypatch.setattr(kernels, "GEMM_MIN_FLOP", 1 << 16)  # GEMMs that split, inside pieces or not
     net = minilrp.load_model("fmnist-cnn", dtype=dtype)
     x = net.preprocess(minilrp.load_samples()[0][:40])
     w = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(dtype)

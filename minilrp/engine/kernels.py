@@ -73,8 +73,9 @@ def each(n, work, scratch=None):
     """work(i, buf) for every piece i in range(n), on the calling thread and up to THREADS - 1
     pool threads, each taking the next piece when done with one. A pool thread that has not
     started when the caller runs out of pieces is cancelled, not waited for. buf: scratch()
-    made once per thread (None without scratch). Pieces never nest: inside one, a nested
-    ``each`` runs serially."""
+    made once per thread (None without scratch). Pieces never nest: inside one (whatever the
+    thread count, so that the work is cut the same way), a nested ``each`` runs serially and
+    :func:`matmul` does not split; a single piece is not marked, so it may split its own work."""
     nxt = itertools.count()
 
     def worker():
@@ -86,11 +87,10 @@ def each(n, work, scratch=None):
         finally:
             _piece.inside = outer
 
-    if n <= 1 or THREADS <= 1 or getattr(_piece, "inside", False):
-        buf = scratch() if scratch and n else None
-        for i in range(n):
-            work(i, buf)
-        return
+    if n <= 1:
+        return work(0, scratch() if scratch else None) if n else None
+    if THREADS <= 1 or getattr(_piece, "inside", False):
+        return worker()
     futures = [_pool(os.getpid()).submit(worker) for _ in range(min(THREADS, n) - 1)]
     try:
         worker()
@@ -345,8 +345,8 @@ def matmul(a, b, out=None):
     """a @ b for a (M, K), b (K, P) -> out (M, P), in up to GEMM_PIECES pieces of at least
     GEMM_MIN_FLOP each: blocks of columns, or of rows when there are few columns."""
     (M, K), P = a.shape, b.shape[1]
-    n = int(min(GEMM_PIECES, max(1, 2 * M * K * P // GEMM_MIN_FLOP)))
-    if n == 1:  # one piece: no hand-over to the pool
+    n = 1 if getattr(_piece, "inside", False) else int(min(GEMM_PIECES, max(1, 2 * M * K * P // GEMM_MIN_FLOP)))
+    if n == 1:  # one piece (or already inside one, where pieces would run serially): one GEMM
         return np.matmul(a, b, out=out)
     out = np.empty((M, P), np.result_type(a, b)) if out is None else out
     if P >= 256 * n:  # column blocks, multiples of 64 wide
