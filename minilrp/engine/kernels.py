@@ -345,9 +345,9 @@ def matmul(a, b, out=None):
     """a @ b for a (M, K), b (K, P) -> out (M, P), in up to GEMM_PIECES pieces of at least
     GEMM_MIN_FLOP each: blocks of columns, or of rows when there are few columns."""
     (M, K), P = a.shape, b.shape[1]
-    n = 1 if getattr(_piece, "inside", False) else int(min(GEMM_PIECES, max(1, 2 * M * K * P // GEMM_MIN_FLOP)))
-    if n == 1:  # one piece (or already inside one, where pieces would run serially): one GEMM
+    if M * K * P < GEMM_MIN_FLOP or getattr(_piece, "inside", False):  # one piece, or inside one
         return np.matmul(a, b, out=out)
+    n = int(min(GEMM_PIECES, 2 * M * K * P // GEMM_MIN_FLOP))
     out = np.empty((M, P), np.result_type(a, b)) if out is None else out
     if P >= 256 * n:  # column blocks, multiples of 64 wide
         edges = [min(P, (P * i // n + 63) // 64 * 64) for i in range(n)] + [P]
