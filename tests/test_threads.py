@@ -1,8 +1,11 @@
 """No shared mutable state: networks in separate threads give the results they give alone,
 bit for bit; one network used from two threads at once refuses with a clear error; no call
 keeps scratch memory after it returns."""
+import gc
+import os
 import threading
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
@@ -174,3 +177,24 @@ def test_pieces_run_once_each_and_errors_reach_the_caller():
     for i, _, t in nested:
         by_outer.setdefault(i, set()).add(t)
     assert all(len(ts) == 1 for ts in by_outer.values())  # a nested each stays on its piece's thread
+
+
+def test_a_cancelled_helper_keeps_no_data(monkeypatch):
+    """A helper the caller did not wait for (cancelled while every pool thread was busy) stays in
+    the pool's queue until a thread takes it; meanwhile it must not keep the call's arrays alive
+    (test_no_memory_is_kept_after_a_call failed on that, now and then, in the whole suite)."""
+    monkeypatch.setattr(kernels, "THREADS", 2)
+    pool = kernels._pool(os.getpid())
+    gate = threading.Event()
+    busy = [pool.submit(gate.wait) for _ in range(pool._max_workers)]
+    try:
+        data = np.ones(1000)
+        alive = weakref.ref(data)
+        kernels.each(4, lambda i, _, d=data: d.sum())  # the caller takes every piece
+        del data
+        gc.collect()
+        assert alive() is None
+    finally:
+        gate.set()
+        for f in busy:
+            f.result()

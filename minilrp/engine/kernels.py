@@ -5,10 +5,12 @@ into the columns of a matrix ``cols`` (C*K*K, nb*Ho*Wo), one sgemm multiplies it
 weights (Co, C*K*K), and the transposed convolution (the input gradient, also the relevance
 pass of every LRP rule) multiplies by the transposed weights and scatters back with
 ``col2im``. Chunks of images keep ``cols`` within a core's L2 cache, so the batch size never
-multiplies the scratch memory; each image's GEMM writes its own output in place. Average
-pooling reuses the same two kernels on the (N*C) planes as one-channel images (windows as
-columns); max pooling has its own (forward max and argmax in one pass, gradient routing). The LRP-only kernels (fused ratios, tie-split
-max-pool relevance) belong to the fast path, minilrp/fast/kernels.py.
+multiplies the scratch memory; a chunk's images share one GEMM, or for a cheap (memory-bound)
+GEMM each image has its own, writing its output in place (:func:`gemm_into`). Average pooling
+reuses the same two kernels on the (N*C) planes as one-channel images (windows as columns);
+max pooling has its own (forward max and argmax in one pass, gradient routing). The LRP-only
+kernels (fused ratios, tie-split max-pool relevance) belong to the fast path,
+minilrp/fast/kernels.py.
 
 Why it looks like this (each choice measured when it was made; the commit messages say how):
 - the kernels write in memory order: scattered writes made the gather several times slower;
@@ -91,13 +93,15 @@ def each(n, work, scratch=None):
         return work(0, scratch() if scratch else None) if n else None
     if THREADS <= 1 or getattr(_piece, "inside", False):
         return worker()
-    futures = [_pool(os.getpid()).submit(worker) for _ in range(min(THREADS, n) - 1)]
+    job = [worker]  # emptied on return: a cancelled helper left in the pool's queue holds no data
+    futures = [_pool(os.getpid()).submit(lambda: job and job[0]()) for _ in range(min(THREADS, n) - 1)]
     try:
         worker()
     finally:
         for f in futures:
             if not f.cancel():
                 f.result()
+        job.clear()
 
 
 def elementwise(f, *arrays):
