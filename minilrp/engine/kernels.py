@@ -89,8 +89,10 @@ def each(n, work, scratch=None):
         finally:
             _piece.inside = outer
 
-    if n <= 1:
-        return work(0, scratch() if scratch else None) if n else None
+    if n <= 1:  # one piece (or none): not marked, so it may split its own work
+        for i in range(n):
+            work(i, scratch() if scratch else None)
+        return
     if THREADS <= 1 or getattr(_piece, "inside", False):
         return worker()
     job = [worker]  # emptied on return: a cancelled helper left in the pool's queue holds no data
@@ -112,10 +114,10 @@ def elementwise(f, *arrays):
     if arrays[0].size < PARALLEL_MIN_WORK:  # small: one call, no pieces
         return f(*arrays, out=None)
     out = np.empty_like(arrays[0], order="C")
-    flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays + (out,)]
+    src, dst = [np.ascontiguousarray(a).reshape(-1) for a in arrays], out.reshape(-1)
     n = -(-out.size // ELEMENTWISE_PIECE)
     edges = [out.size * i // n for i in range(n + 1)]
-    each(n, lambda i, _: f(*(a[edges[i]:edges[i + 1]] for a in flat[:-1]), out=flat[-1][edges[i]:edges[i + 1]]))
+    each(n, lambda i, _: f(*(a[edges[i]:edges[i + 1]] for a in src), out=dst[edges[i]:edges[i + 1]]))
     return out
 
 
@@ -347,7 +349,8 @@ def conv_chunks(x, K, stride, pad, per_chunk, im2col_fn=im2col):
 
 def matmul(a, b, out=None):
     """a @ b for a (M, K), b (K, P) -> out (M, P), in up to GEMM_PIECES pieces of at least
-    GEMM_MIN_FLOP each: blocks of columns, or of rows when there are few columns."""
+    GEMM_MIN_FLOP each: blocks of columns, or of rows when there are few columns. Whole when
+    called inside a piece of :func:`each` (the pieces would only run one after another)."""
     (M, K), P = a.shape, b.shape[1]
     if M * K * P < GEMM_MIN_FLOP or getattr(_piece, "inside", False):  # one piece, or inside one
         return np.matmul(a, b, out=out)
@@ -372,9 +375,13 @@ def gemm_into(w2, cols, out, n0, m, b=None):
         matmul(w2, cols, o[0])
     elif len(cols) < STACK_MIN_K:
         np.matmul(w2, cols.reshape(len(cols), m, -1).transpose(1, 0, 2), out=o)
-    else:
+    else:  # the reorder pass adds the bias
         z = matmul(w2, cols).reshape(len(w2), m, -1).transpose(1, 0, 2)
-        return np.copyto(o, z) if b is None else np.add(z, b[:, None], out=o)
+        if b is None:
+            np.copyto(o, z)
+        else:
+            np.add(z, b[:, None], out=o)
+        return
     if b is not None:
         o += b[:, None]
 
