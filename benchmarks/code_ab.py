@@ -74,9 +74,10 @@ def outputs(model, path):
     np.savez(path, **res)
 
 
-def run(checkout, old, *extra):
+def run(checkout, *args):
+    """This script as a worker in its own process, importing the minilrp of ``checkout``."""
     root = os.path.abspath(checkout)
-    return subprocess.run([sys.executable, os.path.abspath(__file__), old, "--worker", *extra], cwd=root,
+    return subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *args], cwd=root,
                           env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True, check=True).stdout
 
 
@@ -84,7 +85,7 @@ def compare(args):
     with tempfile.TemporaryDirectory() as tmp:
         paths = [os.path.join(tmp, f"{label}.npz") for label in ("old", "new")]
         for checkout, path in zip((args.old, args.new), paths):
-            run(checkout, args.old, "--model", args.model, "--save", path)
+            run(checkout, "--model", args.model, "--save", path)
         old, new = (np.load(p) for p in paths)
         for key in old.files:
             a, b = old[key], new[key]
@@ -95,7 +96,7 @@ def compare(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("old")
+    ap.add_argument("old", nargs="?", help="the checkout of the old code (required)")
     ap.add_argument("new", nargs="?", default=".")
     ap.add_argument("--model", default="fmnist-cnn")
     ap.add_argument("--rounds", type=int, default=2)
@@ -105,11 +106,13 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return outputs(args.model, args.save) if args.save else worker(args.model)
+    if args.old is None:
+        ap.error("the old checkout is required")
     if args.compare:
         return compare(args)
     for r in range(args.rounds):
         for label, checkout in (("old", args.old), ("new", args.new)):
-            out = run(checkout, args.old, "--model", args.model)
+            out = run(checkout, "--model", args.model)
             print(f"round {r + 1}, {label} ({checkout}), {args.model}: {out.strip()}", flush=True)
 
 

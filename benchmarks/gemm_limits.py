@@ -3,9 +3,10 @@ GEMMs (issue 18): one core's sgemm rate for the second convolution's GEMM in its
 orientations (64 x 800 weights, N = 40 images x 196 positions); the NumPy forms of the ReLU
 backward on the first convolution's output (1000 x 32 x 28 x 28), whole arrays on one thread
 against ``kernels.elementwise`` (pieces the threads share); and ``kernels.conv2d`` on several
-layer shapes with one GEMM per image (each writing its output in place) and with one GEMM per
-chunk of images followed by a pass reordering the output to images first (the code before),
-beside ``kernels.gemm_into``'s rule choosing between them. Medians:
+layer shapes with ``kernels.gemm_into``'s two layouts forced (``STACK_MIN_K``): one GEMM per
+image, each writing its output in place, and one GEMM per chunk of images followed by a pass
+reordering the output to images first (the layout of the code before), beside its rule choosing between
+them. Medians:
 
     $MALLOC PYTHONPATH=.:benchmarks .venv/bin/python benchmarks/gemm_limits.py
 """
@@ -48,35 +49,17 @@ for name, fn in (("np.maximum(a, 0), one thread", lambda: np.maximum(a, 0)),
     print(f"ReLU forward, {name}: {statistics.median(timings(fn, 9)) * 1e3:.1f} ms")
 
 
-def stacked(w2, cols, out, n0, m, b=None):
-    """One GEMM for the chunk's images, then a pass reordering to images first (adds the bias)."""
-    z = kernels.matmul(w2, cols, out[n0] if m == 1 else None)
-    z = z.reshape(len(w2), m, -1).transpose(1, 0, 2)
-    if b is not None:
-        np.add(z, b[:, None], out=out[n0:n0 + m])
-    elif m > 1:
-        out[n0:n0 + m] = z
-
-
-def per_image(w2, cols, out, n0, m, b=None):
-    """One GEMM per image, reading its columns in place, writing its output where it belongs."""
-    o = out[n0:n0 + m]
-    np.matmul(w2, cols.reshape(len(cols), m, -1).transpose(1, 0, 2), out=o)
-    if b is not None:
-        o += b[:, None]
-
-
-rule = kernels.gemm_into
+rule = kernels.STACK_MIN_K
 print(f"\nconv2d of 1000 images, {kernels.THREADS} threads; kernels.gemm_into stacks the images of a chunk "
-      f"from C*K*K >= {kernels.STACK_MIN_K}:")
+      f"from C*K*K >= {rule}:")
 for C, Co, S, K in ((1, 32, 28, 5), (32, 64, 14, 5), (1, 32, 28, 3), (32, 32, 28, 3), (32, 64, 14, 3), (64, 64, 14, 3),
                     (16, 32, 14, 3), (3, 64, 32, 3), (64, 128, 7, 3), (64, 64, 28, 3), (64, 128, 16, 3), (128, 128, 14, 3)):
     x = rng.standard_normal((1000, C, S, S), np.float32)
     wc, b = rng.standard_normal((Co, C, K, K), np.float32), rng.standard_normal(Co, np.float32)
     t = {}
-    for name, gemm in (("per-image", per_image), ("stacked", stacked), ("kernels.gemm_into", rule)):
-        kernels.gemm_into = gemm
+    for name, min_k in (("per-image", 1 << 62), ("stacked", 0), ("kernels.gemm_into", rule)):
+        kernels.STACK_MIN_K = min_k  # the two layouts of gemm_into, and its rule
         t[name] = statistics.median(timings(lambda: kernels.conv2d(x, wc, b, 1, K // 2), 5)) * 1e3
-    kernels.gemm_into = rule
+    kernels.STACK_MIN_K = rule
     print(f"  {C:>3} -> {Co:>3} channels, {S}x{S}, {K}x{K} (C*K*K {C * K * K:>4}): " +
           ", ".join(f"{name} {v:.1f} ms" for name, v in t.items()) + f"; per-image / stacked {t['per-image'] / t['stacked']:.2f}")
