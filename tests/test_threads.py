@@ -159,6 +159,28 @@ def test_blas_threads_are_restored_after_a_call():
     assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
 
 
+def test_blas_is_on_one_thread_inside_a_call_from_any_thread():
+    """threadpoolctl (3.8) lets only the first Python thread that set OpenBLAS's thread count
+    change it and silently ignores the others: a call from a second thread (a Dask worker,
+    a web server) must still run its GEMMs on one BLAS thread, and leave the count as it was."""
+    from threadpoolctl import threadpool_limits
+    libs = kernels._blas_controller().lib_controllers
+    inside, after = [], []
+
+    def call():
+        with kernels.one_blas_thread():
+            inside.append([lib.num_threads for lib in libs])
+        after.append([lib.num_threads for lib in libs])
+
+    # this thread takes threadpoolctl's control, and sets more than one thread (something to check)
+    with threadpool_limits(2, user_api="blas"):
+        before = [lib.num_threads for lib in libs]
+        t = threading.Thread(target=call)
+        t.start()
+        t.join()
+    assert inside == [[1] * len(libs)] and after == [before], (inside, after, before)
+
+
 def test_pieces_run_once_each_and_errors_reach_the_caller():
     done = []
     kernels.each(50, lambda i, buf: done.append((i, buf)), scratch=lambda: threading.get_ident())

@@ -137,11 +137,16 @@ _blas = {"lock": threading.Lock(), "users": 0, "saved": []}
 def one_blas_thread():
     """BLAS (numpy's OpenBLAS or MKL) on one thread while minilrp computes, for the whole
     process; the previous setting is restored when the last concurrent minilrp call ends."""
+    # threadpoolctl (from 3.8) lets only the first Python thread that sets OpenBLAS's count
+    # change it and silently ignores the others (a Dask worker's, a web server's): the count
+    # is set without that check, minilrp's own lock and users already order the changes.
+    def set_count(lib, n):
+        getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
     with _blas["lock"]:
         if _blas["users"] == 0:
             _blas["saved"] = [(lib, lib.num_threads) for lib in _blas_controller().lib_controllers]
             for lib, _ in _blas["saved"]:
-                lib.set_num_threads(1)
+                set_count(lib, 1)
         _blas["users"] += 1
     try:
         yield
@@ -150,7 +155,7 @@ def one_blas_thread():
             _blas["users"] -= 1
             if _blas["users"] == 0:
                 for lib, n in _blas["saved"]:
-                    lib.set_num_threads(n)
+                    set_count(lib, n)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -328,23 +333,34 @@ def _chunk(n: int, per_image: int, itemsize: int) -> int:
     return max(1, min(n, COLS_BUDGET // max(1, per_image * itemsize)))
 
 
-def conv_chunks(x, K, stride, pad, per_chunk, im2col_fn=im2col):
+def conv_chunks(x, K, stride, pad, per_chunk, im2col_fn=im2col, ones=False):
     """per_chunk(n0, m, cols) for every chunk of images n0..n0+m of x (N, C, H, W), cols
-    (C*K*K, m*Ho*Wo) their receptive fields. A chunk's columns fit COLS_BUDGET bytes (so they
-    stay in cache, and the batch size never multiplies the memory); chunks are pieces of
-    :func:`each`, every thread reusing its own columns buffer."""
+    (C*K*K, m*Ho*Wo) their receptive fields, and with ``ones`` a last row of ones (a bias is
+    then one more column of the weights, added inside the GEMM: no pass over the output of its
+    own). A chunk's columns fit COLS_BUDGET bytes (so they stay in cache, and the batch size
+    never multiplies the memory); chunks are pieces of :func:`each`, every thread reusing its
+    own columns buffer."""
     N, C, H, W = x.shape
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
     L, CKK = Ho * Wo, C * K * K
-    nb = _chunk(N, CKK * L, x.itemsize)
+    rows = CKK + bool(ones)
+    nb = _chunk(N, rows * L, x.itemsize)
 
     def work(k, buf):
         n0 = k * nb
         m = min(nb, N - n0)
-        cols = buf[:CKK * m * L].reshape(CKK, m * L)
-        im2col_fn(x, n0, m, K, stride, pad, Ho, Wo, cols)
+        cols = buf[:rows * m * L].reshape(rows, m * L)
+        im2col_fn(x, n0, m, K, stride, pad, Ho, Wo, cols[:CKK])
+        cols[CKK:] = 1
         per_chunk(n0, m, cols)
-    each(-(-N // nb), work, lambda: np.empty(CKK * nb * L, x.dtype))
+    each(-(-N // nb), work, lambda: np.empty(rows * nb * L, x.dtype))
+
+
+def with_bias(w, b):
+    """The weights w (Co, ...) as a matrix (Co, C*K*K), with b (Co,) as one more column unless
+    b is None: the weights of :func:`conv_chunks`'s row of ones."""
+    w2 = w.reshape(len(w), -1)
+    return w2 if b is None else np.concatenate([w2, b[:, None].astype(w2.dtype)], axis=1)
 
 
 def matmul(a, b, out=None):
@@ -356,34 +372,28 @@ def matmul(a, b, out=None):
         return np.matmul(a, b, out=out)
     n = int(min(GEMM_PIECES, 2 * M * K * P // GEMM_MIN_FLOP))
     out = np.empty((M, P), np.result_type(a, b)) if out is None else out
-    if P >= 256 * n:  # column blocks, multiples of 64 wide
-        edges = [min(P, (P * i // n + 63) // 64 * 64) for i in range(n)] + [P]
-        each(n, lambda i, _: np.matmul(a, b[:, edges[i]:edges[i + 1]], out=out[:, edges[i]:edges[i + 1]]))
-    else:
-        edges = [M * i // n for i in range(n + 1)]
-        each(n, lambda i, _: np.matmul(a[edges[i]:edges[i + 1]], b, out=out[edges[i]:edges[i + 1]]))
+    with one_blas_thread():  # the pieces are the threads' work: BLAS's own would compete with them
+        if P >= 256 * n:  # column blocks, multiples of 64 wide
+            edges = [min(P, (P * i // n + 63) // 64 * 64) for i in range(n)] + [P]
+            each(n, lambda i, _: np.matmul(a, b[:, edges[i]:edges[i + 1]], out=out[:, edges[i]:edges[i + 1]]))
+        else:
+            edges = [M * i // n for i in range(n + 1)]
+            each(n, lambda i, _: np.matmul(a[edges[i]:edges[i + 1]], b, out=out[edges[i]:edges[i + 1]]))
     return out
 
 
-def gemm_into(w2, cols, out, n0, m, b=None):
-    """out[n0:n0+m] = w2 @ cols (+ b per row); out (N, Co, L). A cheap GEMM (fewer than
-    STACK_MIN_K rows of cols: memory-bound) runs once per image, each writing its output where
-    it belongs; a costlier one runs once for the chunk, on its wider matrix where sgemm is
-    faster, and a pass reorders the (Co, m*L) result to images first, adding the bias."""
+def gemm_into(w2, cols, out, n0, m):
+    """out[n0:n0+m] = w2 @ cols; out (N, Co, L). A cheap GEMM (fewer than STACK_MIN_K rows of
+    cols: memory-bound) runs once per image, each writing its output where it belongs; a
+    costlier one runs once for the chunk, on its wider matrix where sgemm is faster, and a pass
+    reorders the (Co, m*L) result to images first."""
     o = out[n0:n0 + m]
     if m == 1:  # one image: its GEMM may be split across the threads
         matmul(w2, cols, o[0])
     elif len(cols) < STACK_MIN_K:
         np.matmul(w2, cols.reshape(len(cols), m, -1).transpose(1, 0, 2), out=o)
-    else:  # the reorder pass adds the bias
-        z = matmul(w2, cols).reshape(len(w2), m, -1).transpose(1, 0, 2)
-        if b is None:
-            np.copyto(o, z)
-        else:
-            np.add(z, b[:, None], out=o)
-        return
-    if b is not None:
-        o += b[:, None]
+    else:
+        np.copyto(o, matmul(w2, cols).reshape(len(w2), m, -1).transpose(1, 0, 2))
 
 
 def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
@@ -391,10 +401,10 @@ def conv2d(x, w, b, stride=1, pad=0, im2col_fn=im2col):
     x: (N, C, H, W); w: (Co, C, K, K); b: (Co,) or None -> (N, Co, Ho, Wo)."""
     (N, C, H, W), (Co, _, K, _) = x.shape, w.shape
     Ho, Wo = conv_output_size(H, K, stride, pad), conv_output_size(W, K, stride, pad)
-    out = np.empty((N, Co, Ho, Wo), x.dtype)
+    out, w2 = np.empty((N, Co, Ho, Wo), x.dtype), with_bias(w, b)
     with one_blas_thread():
-        conv_chunks(x, K, stride, pad, lambda n0, m, cols: gemm_into(w.reshape(Co, -1), cols, out.reshape(N, Co, -1), n0, m, b),
-                    im2col_fn)
+        conv_chunks(x, K, stride, pad, lambda n0, m, cols: gemm_into(w2, cols, out.reshape(N, Co, -1), n0, m),
+                    im2col_fn, ones=b is not None)
     return out
 
 
@@ -407,8 +417,7 @@ def conv2d_transpose(g, w, stride, pad, in_hw, col2im_fn=col2im):
     """
     (N, Co, Ho, Wo), (_, C, K, _), (H, W) = g.shape, w.shape, in_hw
     L, CKK = Ho * Wo, C * K * K
-    wT = w.reshape(Co, CKK).T
-    out = np.zeros((N, C, H, W), g.dtype)
+    wT, out = w.reshape(Co, CKK).T, np.zeros((N, C, H, W), g.dtype)
     g3 = g.reshape(N, Co, L)
     nb = _chunk(N, CKK * L, g.itemsize)
 

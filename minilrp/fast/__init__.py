@@ -11,6 +11,6 @@ preset, layer type, input sign and dtype. Every speed technique lives here and n
 - rules.py: a fast twin per rule (which ones, and what each saves, is said there);
 - kernels.py: the numba kernels only LRP needs (fused ratios, tie-split max-pool relevance),
   each with a NumPy twin;
-- inference.py: an inference-only forward for scoring many images (no caches, bias, ReLU and
+- inference.py: an inference-only forward for scoring many images (no caches, ReLU and
   max pool fused where they commute), used by region perturbation.
 """

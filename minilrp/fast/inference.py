@@ -2,10 +2,9 @@
 experiment runners): the logits of ``Network.forward``, without its caches, in batches of a
 bounded size, with the element-wise layers fused where they commute.
 
-Conv2d/Dense -> ReLU -> MaxPool2d (or the pool before the ReLU) runs as: the GEMM without its
-bias, the max pool, then bias and ReLU in place on the pooled output. This is exact, not
-approximate: adding a per-channel constant and rounding are monotone, so
-max(fl(z_i + b)) = fl(max(z_i) + b), and ReLU commutes with max. The logits equal
+Conv2d/Dense -> ReLU -> MaxPool2d (or the pool before the ReLU) runs as: the layer (a
+convolution's bias is added inside its GEMM), the max pool, then ReLU in place on the pooled
+output. This is exact, not approximate: ReLU commutes with max. The logits equal
 ``Network.forward``'s bit for bit (tests/test_inference.py).
 """
 from __future__ import annotations
@@ -44,19 +43,17 @@ def run(step, a, pad=None):
     layer, pool, relu = step
     if not isinstance(layer, (Conv2d, Dense)):
         return _plain(layer, a, pad)
-    z = _linear(layer, a, pad)  # the bias after the pool: fewer additions
+    z = _linear(layer, a, pad)
     if pool is not None:
         z = kernels.maxpool_forward(z, pool.kernel_size, pool.stride)[0]
-    if layer.bias is not None:
-        z += layer.bias.reshape((-1,) + (1,) * (z.ndim - 2))
     return np.maximum(z, 0, out=z) if relu else z
 
 
 def _linear(layer, a, pad):
     if pad is None or isinstance(layer, Dense):
-        return layer.linear(a, layer.weight)
+        return layer.linear(a, layer.weight, layer.bias)
     if isinstance(layer, Conv2d):
-        return kernels.conv2d(a, layer.weight, None, layer.stride, pad)
+        return kernels.conv2d(a, layer.weight, layer.bias, layer.stride, pad)
     return kernels.pool2d(a, layer.weight, layer.stride, pad)  # AvgPool2d
 
 

@@ -59,10 +59,12 @@ def forward_with(layer, a, W):
     out = np.empty((N, len(w)) + tuple(layer.output_shape(a.shape[1:])[1:]), a.dtype)
     prod = np.empty((N, len(W2)) + out.shape[2:], a.dtype)
 
+    wb = kernels.with_bias(w, layer.bias)  # as kernels.conv2d: the bias on a row of ones
+
     def both(n0, m, cols):
-        kernels.gemm_into(w.reshape(len(w), -1), cols, out.reshape(N, len(w), -1), n0, m, layer.bias)
-        kernels.gemm_into(W2, cols, prod.reshape(N, len(W2), -1), n0, m)
-    kernels.conv_chunks(a, layer.kernel_size, layer.stride, layer.padding, both)
+        kernels.gemm_into(wb, cols, out.reshape(N, len(w), -1), n0, m)
+        kernels.gemm_into(W2, cols[:W2.shape[1]], prod.reshape(N, len(W2), -1), n0, m)
+    kernels.conv_chunks(a, layer.kernel_size, layer.stride, layer.padding, both, ones=layer.bias is not None)
     return out, prod
 
 
