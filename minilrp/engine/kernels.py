@@ -5,13 +5,13 @@ into the columns of a matrix ``cols`` (C*K*K, nb*Ho*Wo), one sgemm multiplies it
 weights (Co, C*K*K) (a bias is one more column of the weights, against a row of ones in
 ``cols``: it costs no pass over the output), and the transposed convolution (the input
 gradient, also the relevance pass of every LRP rule) multiplies by the transposed weights and
-scatters back with ``col2im``. Chunks of images keep ``cols`` within a core's L2 cache, so the batch size never
-multiplies the scratch memory; a chunk's images share one GEMM, or for a cheap (memory-bound)
-GEMM each image has its own, writing its output in place (:func:`gemm_into`). Average pooling
-reuses the same two kernels on the (N*C) planes as one-channel images (windows as columns);
-max pooling has its own (forward max and argmax in one pass, gradient routing). The LRP-only
-kernels (fused ratios, tie-split max-pool relevance) belong to the fast path,
-minilrp/fast/kernels.py.
+scatters back with ``col2im``. Chunks of images keep ``cols`` within a core's L2 cache, so
+the batch size never multiplies the scratch memory; a chunk's images share one GEMM, or for a
+cheap (memory-bound) GEMM each image has its own, writing its output in place
+(:func:`gemm_into`). Average pooling reuses the same two kernels on the (N*C) planes as
+one-channel images (windows as columns); max pooling has its own (forward max and argmax in
+one pass, gradient routing). The LRP-only kernels (fused ratios, tie-split max-pool
+relevance) belong to the fast path, minilrp/fast/kernels.py.
 
 Why it looks like this (each choice measured when it was made; the commit messages say how):
 - the kernels write in memory order: scattered writes made the gather several times slower;
