@@ -193,13 +193,14 @@ def _im2col(xp, stride, cols6, c_lo, c_hi, b_lo, b_hi):
         for i in range(K):
             for j in range(K):
                 for b in range(b_lo, b_hi):
-                    for oy in range(Ho):
+                    for oy in range(Ho):  # row views: the inner loop indexes one axis, which compiles tighter
+                        src, dst = xp[b, c, oy * stride + i], cols6[c, i, j, b, oy]
                         if stride == 1:
                             for ox in range(Wo):
-                                cols6[c, i, j, b, oy, ox] = xp[b, c, oy + i, ox + j]
+                                dst[ox] = src[ox + j]
                         else:
                             for ox in range(Wo):
-                                cols6[c, i, j, b, oy, ox] = xp[b, c, oy * stride + i, ox * stride + j]
+                                dst[ox] = src[ox * stride + j]
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
@@ -245,11 +246,8 @@ def _maxpool(x, K, stride, out, arg, c_lo, c_hi, b_lo, b_hi):
     for p in range(b_lo, b_hi):
         for oy in range(Ho):
             for ox in range(Wo):
-                y0 = oy * stride
-                x0 = ox * stride
-                best = x[p, y0, x0]
-                bi = 0
-                nan = False
+                y0, x0 = oy * stride, ox * stride
+                best, bi, nan = x[p, y0, x0], 0, False
                 for i in range(K):
                     for j in range(K):
                         v = x[p, y0 + i, x0 + j]
