@@ -134,20 +134,22 @@ def _blas_controller():
 _blas = {"lock": threading.Lock(), "users": 0, "saved": []}
 
 
+def _set_blas_threads(lib, n):
+    """threadpoolctl (from 3.8) lets only the first Python thread that sets OpenBLAS's count
+    change it and silently ignores the others (a Dask worker's, a web server's): the count is
+    set without that check; one_blas_thread's lock and count of users already order the changes."""
+    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
+
+
 @contextlib.contextmanager
 def one_blas_thread():
     """BLAS (numpy's OpenBLAS or MKL) on one thread while minilrp computes, for the whole
     process; the previous setting is restored when the last concurrent minilrp call ends."""
-    # threadpoolctl (from 3.8) lets only the first Python thread that sets OpenBLAS's count
-    # change it and silently ignores the others (a Dask worker's, a web server's): the count
-    # is set without that check, minilrp's own lock and users already order the changes.
-    def set_count(lib, n):
-        getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
     with _blas["lock"]:
         if _blas["users"] == 0:
             _blas["saved"] = [(lib, lib.num_threads) for lib in _blas_controller().lib_controllers]
             for lib, _ in _blas["saved"]:
-                set_count(lib, 1)
+                _set_blas_threads(lib, 1)
         _blas["users"] += 1
     try:
         yield
@@ -156,7 +158,7 @@ def one_blas_thread():
             _blas["users"] -= 1
             if _blas["users"] == 0:
                 for lib, n in _blas["saved"]:
-                    set_count(lib, n)
+                    _set_blas_threads(lib, n)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
