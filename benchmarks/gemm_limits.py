@@ -5,8 +5,8 @@ backward on the first convolution's output (1000 x 32 x 28 x 28), whole arrays o
 against ``kernels.elementwise`` (pieces the threads share); and ``kernels.conv2d`` on several
 layer shapes with ``kernels.gemm_into``'s two layouts forced (``STACK_MIN_K``): one GEMM per
 image, each writing its output in place, and one GEMM per chunk of images followed by a pass
-reordering the output to images first (the layout of the code before), beside its rule choosing between
-them. Medians:
+reordering the output to images first (the layout of the code before), beside its rule
+choosing between them. Medians:
 
     $MALLOC PYTHONPATH=.:benchmarks .venv/bin/python benchmarks/gemm_limits.py
 """
